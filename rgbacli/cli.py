@@ -1,0 +1,66 @@
+"""The `rgba` command: a thin Typer app that parses, calls the engine and reports.
+
+Every subcommand lives in rgbacli/commands/<name>.py; this file only registers them and turns
+RgbaError / usage errors into one line on stderr with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from rgbacli.errors import RgbaError
+
+app = typer.Typer(
+    name="rgba",
+    help="Transparent (RGBA) video: generate, encode/decode through the RGBA VAE, composite.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _register() -> None:
+    """Import command modules; each registers itself on `app` with @app.command."""
+    import importlib
+    import pkgutil
+
+    import rgbacli.commands as commands
+
+    for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
+        importlib.import_module(f"rgbacli.commands.{mod}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `rgba` script: one clear line on stderr for every expected failure."""
+    _register()
+    debug = bool(os.environ.get("RGBA_DEBUG"))
+    try:
+        rv = app(args=argv, prog_name="rgba", standalone_mode=False)
+    except click.exceptions.UsageError as e:
+        where = e.ctx.command_path if e.ctx is not None else "rgba"
+        sys.stderr.write(f"{where}: error: {e.format_message()}\n")
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.stderr.write("rgba: aborted\n")
+        sys.exit(130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except RgbaError as e:
+        if debug:
+            raise
+        sys.stderr.write(f"rgba: error: {e}\n")
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("rgba: interrupted\n")
+        sys.exit(130)
+    except Exception as e:  # a bug: still one line, the traceback only on request
+        if debug:
+            raise
+        sys.stderr.write(f"rgba: internal error: {type(e).__name__}: {e} (set RGBA_DEBUG=1 for a traceback)\n")
+        sys.exit(3)
+    sys.exit(rv if isinstance(rv, int) else 0)
