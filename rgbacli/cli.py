@@ -24,6 +24,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Transparent (RGBA) video: generate, encode/decode through the RGBA VAE, composite."""
+
+
 def _register() -> None:
     """Import command modules; each registers itself on `app` with @app.command."""
     import importlib
