@@ -1,0 +1,198 @@
+"""Presets: TOML files that name a model's weight files, architecture settings and sampling defaults.
+
+A preset is looked up by name among the shipped presets (presets/*.toml, shipped in the
+package as rgbacli/_presets) or given as a path to the user's own TOML. Weight files are found
+offline only: `--weights-dir`, then each folder in `RGBA_WEIGHTS` (os.pathsep-separated), then
+the local Hugging Face cache; the embedded tiny weights live inside the package.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rgbacli.errors import UsageError, WeightsError
+
+PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
+
+# Sampling defaults a preset may override; the CLI flags override the preset.
+SAMPLING_KEYS = {
+    "width": int, "height": int, "frames": int, "fps": float, "steps": int,
+    "guidance": float, "shift": float, "solver": str, "negative": str,
+    "motion_guidance": float,
+}
+COMPONENT_KEYS = {"path", "repo", "format", "optional", "config", "scale", "kind", "rank", "alpha", "tokenizer"}
+
+
+@dataclass
+class WeightFile:
+    """One weight file or directory a preset needs, and where it was found (if anywhere)."""
+
+    role: str
+    path: str
+    repo: str | None = None
+    format: str | None = None
+    optional: bool = False
+    found: Path | None = None
+
+
+@dataclass
+class Preset:
+    """A parsed preset: components (dicts straight from TOML) plus resolved weight files."""
+
+    name: str
+    source: Path
+    description: str = ""
+    backend: str = "wan-alpha"
+    family: str = "wan"
+    embedded: bool = False
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+    def files(self) -> list[WeightFile]:
+        """Every weight file the preset names, in a stable order (component, then adapters)."""
+        out: list[WeightFile] = []
+        for cname, comp in self.components.items():
+            if "path" in comp:
+                out.append(WeightFile(cname, comp["path"], comp.get("repo"), comp.get("format"),
+                                      bool(comp.get("optional", False))))
+            if "tokenizer" in comp:
+                out.append(WeightFile(f"{cname}.tokenizer", comp["tokenizer"], comp.get("repo"),
+                                      "tokenizer", bool(comp.get("optional", False))))
+            for key, value in comp.items():
+                if key.endswith("_file"):
+                    entry = value if isinstance(value, dict) else {"path": value}
+                    out.append(WeightFile(f"{cname}.{key[:-5]}", entry["path"], entry.get("repo"), key[:-5],
+                                          bool(entry.get("optional", False))))
+            for i, ad in enumerate(comp.get("adapters", [])):
+                out.append(WeightFile(f"{cname}.{ad.get('kind', 'adapter')}[{i}]", ad["path"], ad.get("repo"),
+                                      ad.get("kind"), bool(ad.get("optional", False))))
+        return out
+
+
+def shipped_presets() -> dict[str, Path]:
+    """Name → path of every preset shipped with the package."""
+    root = resources.files("rgbacli") / "_presets"
+    return {Path(str(p)).stem: Path(str(p)) for p in root.iterdir() if str(p).endswith(".toml")}
+
+
+def load_preset(name_or_path: str) -> Preset:
+    """Parse a shipped preset by name or a user TOML by path; unknown names are a usage error."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or path.is_file():
+        if not path.is_file():
+            raise UsageError(f"preset file {path} does not exist")
+    else:
+        shipped = shipped_presets()
+        if name_or_path not in shipped:
+            raise UsageError(f"unknown preset '{name_or_path}' (known: {', '.join(sorted(shipped))}; "
+                             "or pass a path to a .toml file)")
+        path = shipped[name_or_path]
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"preset {path} is not valid TOML: {e}") from None
+    return _parse(data, path)
+
+
+def _parse(data: dict, path: Path) -> Preset:
+    """Validate the TOML structure so that typos fail early with the offending key named."""
+    known_top = {"name", "description", "backend", "family", "embedded", "sampling",
+                 "text_encoder", "transformer", "vae"}
+    for key in data:
+        if key not in known_top:
+            raise UsageError(f"preset {path}: unknown key '{key}'")
+    backend = data.get("backend", "wan-alpha")
+    if backend not in ("wan-alpha", "alpha-tokens"):
+        raise UsageError(f"preset {path}: backend must be 'wan-alpha' or 'alpha-tokens', not '{backend}'")
+    sampling = dict(data.get("sampling", {}))
+    for key, value in sampling.items():
+        if key not in SAMPLING_KEYS:
+            raise UsageError(f"preset {path}: unknown sampling key '{key}'")
+        try:
+            sampling[key] = SAMPLING_KEYS[key](value)
+        except (TypeError, ValueError):
+            raise UsageError(f"preset {path}: sampling.{key} has a bad value {value!r}") from None
+    components = {}
+    for cname in ("text_encoder", "transformer", "vae"):
+        comp = dict(data.get(cname, {}))
+        for key in comp:
+            if key not in COMPONENT_KEYS and key != "adapters" and not key.endswith("_file"):
+                raise UsageError(f"preset {path}: unknown key '{cname}.{key}'")
+        components[cname] = comp
+    return Preset(
+        name=str(data.get("name", path.stem)), source=path, description=str(data.get("description", "")),
+        backend=backend, family=str(data.get("family", "wan")), embedded=bool(data.get("embedded", False)),
+        components=components, sampling=sampling,
+    )
+
+
+def search_roots(weights_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Folders searched for weight files, in order: --weights-dir, then RGBA_WEIGHTS entries."""
+    roots = []
+    if weights_dir:
+        roots.append(Path(weights_dir))
+    for entry in os.environ.get("RGBA_WEIGHTS", "").split(os.pathsep):
+        if entry.strip():
+            roots.append(Path(entry.strip()))
+    return roots
+
+
+def hf_cache_dirs() -> list[Path]:
+    """Snapshot folders of the local Hugging Face hub cache (read offline; nothing is downloaded)."""
+    hub = os.environ.get("HF_HUB_CACHE")
+    if not hub:
+        home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+        hub = str(Path(home) / "hub")
+    return [Path(hub)]
+
+
+def find_file(wf: WeightFile, preset: Preset, weights_dir=None) -> Path | None:
+    """Locate one weight file; embedded presets look inside the package's weights folder first."""
+    rel = Path(wf.path)
+    if rel.is_absolute():
+        return rel if rel.exists() else None
+    candidates = []
+    if preset.embedded:
+        candidates.append(PACKAGE_WEIGHTS / preset.name / rel)
+    candidates += [root / rel for root in search_roots(weights_dir)]
+    candidates.append(preset.source.parent / rel)
+    for c in candidates:
+        if c.exists():
+            return c
+    if wf.repo:
+        for hub in hf_cache_dirs():
+            snaps = hub / ("models--" + wf.repo.replace("/", "--")) / "snapshots"
+            if snaps.is_dir():
+                # "Repo-Name/sub" in a preset is "sub" inside that repo's snapshot.
+                inner = Path(*rel.parts[1:]) if len(rel.parts) > 1 and rel.parts[0] == wf.repo.split("/")[-1] else rel
+                for snap in sorted(snaps.iterdir(), reverse=True):
+                    for cand in (snap / inner, snap / rel):
+                        if cand.exists():
+                            return cand
+    return None
+
+
+def resolve_files(preset: Preset, weights_dir=None) -> list[WeightFile]:
+    """All weight files of the preset with `.found` filled in where they exist on this machine."""
+    files = preset.files()
+    for wf in files:
+        wf.found = find_file(wf, preset, weights_dir)
+    return files
+
+
+def require(preset: Preset, role: str, weights_dir=None) -> Path | None:
+    """The path of one required file, or a WeightsError naming the file and the preset."""
+    for wf in resolve_files(preset, weights_dir):
+        if wf.role == role:
+            if wf.found is None and not wf.optional:
+                where = ", ".join(str(r) for r in search_roots(weights_dir)) or "no --weights-dir/RGBA_WEIGHTS set"
+                repo = f" (from {wf.repo})" if wf.repo else ""
+                raise WeightsError(f"preset '{preset.name}' needs {wf.path}{repo} for {role}, "
+                                   f"not found (searched: {where}; HF cache)")
+            return wf.found
+    return None
