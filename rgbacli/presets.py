@@ -196,3 +196,12 @@ def require(preset: Preset, role: str, weights_dir=None) -> Path | None:
                                    f"not found (searched: {where}; HF cache)")
             return wf.found
     return None
+
+
+def default_preset(weights_dir=None) -> str:
+    """The first shipped real preset whose required files are all here, else the embedded 'tiny'."""
+    for name in ("wan-alpha-14b", "wan-alpha-1.3b"):
+        files = resolve_files(load_preset(name), weights_dir)
+        if all(f.found is not None or f.optional for f in files):
+            return name
+    return "tiny"

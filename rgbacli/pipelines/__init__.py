@@ -1,0 +1,1 @@
+"""Pipelines: the sampling loops that turn engine components into RGBA frames."""
