@@ -1,0 +1,1 @@
+"""Training code: losses and single training steps (no data loading or loops here)."""
