@@ -156,9 +156,16 @@ def _extent(obj: ObjectSpec, size: int) -> tuple[float, float]:
     return 0.0, 0.0
 
 
+def _reach(obj: ObjectSpec) -> float:
+    """How far the object's coverage reaches from its centre, in radius units (≥ 1)."""
+    reach = max(1.0, shapes.calibration(obj.subject, obj.variant)[2] - 0.1)
+    reach += 0.35 if obj.material == "glowing" else 0.0  # keep the bright part of the halo in view
+    return reach * (1.0 + PULSE_AMOUNT if obj.motion == "pulse" else 1.0)
+
+
 def _place(obj: ObjectSpec, rng: np.random.Generator) -> tuple[float, float]:
     """A path centre (fractions) that keeps the object inside the frame the whole clip."""
-    margin = obj.radius * (1.3 if obj.motion == "pulse" else 1.05)
+    margin = obj.radius * _reach(obj) + 0.02
     ex, ey = _extent(obj, 1)
     out = []
     for e in (ex, ey):
@@ -187,6 +194,9 @@ def _sample_object(rng: np.random.Generator, radius_range, taken=()) -> ObjectSp
         variant=int(rng.integers(shapes.N_VARIANTS)),
         phase=float(rng.uniform(0, 2 * math.pi)),
     )
+    # shrink objects whose path would otherwise leave the frame (long tentacles, fast travel)
+    fit = (0.5 - max(_extent(obj, 1)) - 0.03) / _reach(obj)
+    obj = replace(obj, radius=max(min(obj.radius, fit), 0.08))
     return replace(obj, pos=_place(obj, rng))
 
 
@@ -198,11 +208,11 @@ def sample_spec(rng: np.random.Generator, n_objects: int | None = None) -> ClipS
     if n_objects is None:
         n_objects = 1 if rng.random() < 0.65 else 2
     if n_objects == 1:
-        return ClipSpec((_sample_object(rng, (0.11, 0.18)),))
+        return ClipSpec((_sample_object(rng, (0.13, 0.2)),))
     if n_objects != 2:
         raise ValueError("n_objects must be 1 or 2")
-    a = _sample_object(rng, (0.09, 0.13))
-    b = _sample_object(rng, (0.09, 0.13), taken={(a.subject, a.colour)})
+    a = _sample_object(rng, (0.1, 0.14))
+    b = _sample_object(rng, (0.1, 0.14), taken={(a.subject, a.colour)})
     best, best_gap = (a, b), -1.0
     for _ in range(12):
         a2, b2 = replace(a, pos=_place(a, rng)), replace(b, pos=_place(b, rng))
@@ -266,8 +276,10 @@ def _material(f: shapes.Field, obj: ObjectSpec, u, v, tau, px):
     return rgb, alpha
 
 
-def render_object(obj: ObjectSpec, size: int, frames: int):
-    """Render one object alone: (rgb (T,H,W,3), alpha (T,H,W), centre track (T,2))."""
+def _render_window(obj: ObjectSpec, size: int, frames: int):
+    """Evaluate one object on a per-frame window that follows it (the whole frame when the
+    object is large): (origin (T, 2) int x0/y0 of each window, premultiplied RGB (T, S, S, 3),
+    alpha (T, S, S), path)."""
     path = motion_path(obj, size, frames)
     cu, cv, reach = shapes.calibration(obj.subject, obj.variant)
     params = shapes.variant_params(obj.subject, obj.variant)
@@ -275,16 +287,14 @@ def render_object(obj: ObjectSpec, size: int, frames: int):
     pad = {"glowing": 1.4, "smoky": 0.3}.get(obj.material, 0.05)
     half = int(math.ceil((reach + pad) * radius * path.scale.max())) + 2
     win = 2 * half + 1
-    rows = cols = np.arange(size, dtype=np.float32)
-    if win < size:  # evaluate a per-frame window around the object, then paste it in
+    if win < size:
         origin = np.floor(path.centre).astype(np.int64) - half  # (T, 2) x0, y0
-        origin = np.clip(origin, -win, size)
-        cols = origin[:, 0, None].astype(np.float32) + np.arange(win, dtype=np.float32)
-        rows = origin[:, 1, None].astype(np.float32) + np.arange(win, dtype=np.float32)
-        X, Y = cols[:, None, :], rows[:, :, None]
     else:
-        X, Y = cols[None, None, :], rows[None, :, None]
-    T = frames
+        win = size
+        origin = np.zeros((frames, 2), np.int64)
+    ramp = np.arange(win, dtype=np.float32)
+    X = (origin[:, 0, None].astype(np.float32) + ramp)[:, None, :]
+    Y = (origin[:, 1, None].astype(np.float32) + ramp)[:, :, None]
     cx = path.centre[:, 0].astype(np.float32)[:, None, None]
     cy = path.centre[:, 1].astype(np.float32)[:, None, None]
     px = (radius * path.scale).astype(np.float32)[:, None, None]
@@ -293,38 +303,47 @@ def render_object(obj: ObjectSpec, size: int, frames: int):
     u0, v0 = (X - cx) / px, (cy - Y) / px
     u = ca * u0 + sa * v0 + np.float32(cu)
     v = ca * v0 - sa * u0 + np.float32(cv)
-    tau = _tau(T).astype(np.float32)[:, None, None]
+    tau = _tau(frames).astype(np.float32)[:, None, None]
     f = shapes.SHAPES[obj.subject](u, v, tau, px, params)
     rgb, alpha = _material(f, obj, u, v, tau, px)
     alpha = np.broadcast_to(alpha, u.shape).astype(np.float32)
-    rgb = np.broadcast_to(rgb, u.shape + (3,)).astype(np.float32)
-    if win < size:
-        big_a = np.zeros((T, size + 2 * win, size + 2 * win), np.float32)
-        big_c = np.zeros((T, size + 2 * win, size + 2 * win, 3), np.float32)
-        for t in range(T):
-            x0, y0 = origin[t] + win
-            big_a[t, y0 : y0 + win, x0 : x0 + win] = alpha[t]
-            big_c[t, y0 : y0 + win, x0 : x0 + win] = rgb[t]
-        alpha = big_a[:, win : win + size, win : win + size]
-        rgb = big_c[:, win : win + size, win : win + size]
-    return rgb, np.ascontiguousarray(alpha), path.centre.astype(np.float32)
+    return origin, (rgb * alpha[..., None]).astype(np.float32), alpha, path
 
 
 def render(spec: ClipSpec, size: int = DEFAULT_SIZE, frames: int = DEFAULT_FRAMES):
-    """Composite a spec: (rgba (T,H,W,4), masks (N,T,H,W), track (N,T,2))."""
-    out_rgb = np.zeros((frames, size, size, 3), np.float32)  # premultiplied while compositing
-    out_a = np.zeros((frames, size, size), np.float32)
-    masks, tracks = [], []
-    for obj in spec.objects:
-        rgb, a, track = render_object(obj, size, frames)
-        keep = 1.0 - a
-        out_rgb = rgb * a[..., None] + out_rgb * keep[..., None]
-        out_a = a + out_a * keep
-        masks.append(a)
-        tracks.append(track)
-    straight = np.where(out_a[..., None] > 1e-6, out_rgb / np.maximum(out_a, 1e-6)[..., None], 0.0)
-    rgba = np.concatenate([np.clip(straight, 0.0, 1.0), np.clip(out_a, 0.0, 1.0)[..., None]], axis=-1)
-    return rgba.astype(np.float32), np.stack(masks), np.stack(tracks)
+    """Composite a spec back to front: (rgba (T,H,W,4), masks (N,T,H,W), track (N,T,2))."""
+    n_obj = len(spec.objects)
+    masks = np.zeros((n_obj, frames, size, size), np.float32)
+    tracks = np.zeros((n_obj, frames, 2), np.float32)
+    acc = acc_a = None  # premultiplied RGB and alpha while compositing
+    for n, obj in enumerate(spec.objects):
+        origin, win, win_a, path = _render_window(obj, size, frames)
+        tracks[n] = path.centre
+        if win.shape[1] == size and not origin.any():
+            rgb, alpha = win, win_a
+            masks[n] = alpha
+        else:  # paste the in-frame part of every frame's window into the full frame
+            s = win.shape[1]
+            alpha = masks[n]
+            rgb = np.zeros((frames, size, size, 3), np.float32)
+            for t in range(frames):
+                x0, y0 = int(origin[t, 0]), int(origin[t, 1])
+                xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + s, size), min(y0 + s, size)
+                if xa < xb and ya < yb:
+                    alpha[t, ya:yb, xa:xb] = win_a[t, ya - y0 : yb - y0, xa - x0 : xb - x0]
+                    rgb[t, ya:yb, xa:xb] = win[t, ya - y0 : yb - y0, xa - x0 : xb - x0]
+        if acc is None:
+            acc, acc_a = rgb, alpha.copy()
+        else:
+            keep = 1.0 - alpha
+            acc = rgb + acc * keep[..., None]
+            acc_a = alpha + acc_a * keep
+    np.minimum(acc_a, 1.0, out=acc_a)
+    inv = np.reciprocal(np.maximum(acc_a, np.float32(1e-12)))
+    inv[acc_a <= 0] = 0.0  # straight alpha: fully transparent pixels carry no colour
+    acc *= inv[..., None]
+    np.minimum(acc, 1.0, out=acc)
+    return np.concatenate([acc, acc_a[..., None]], axis=-1), masks, tracks
 
 
 def make_clip(seed: int, size: int = DEFAULT_SIZE, frames: int = DEFAULT_FRAMES,
