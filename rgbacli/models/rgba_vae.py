@@ -372,13 +372,26 @@ class RGBAVAE(nn.Module):
             frame = torch.cat([t for t in (rgb, alpha) if t is not None], dim=1)
             yield frame.clamp(0, 1) if clamp else frame
 
+    def _collect(self, z: torch.Tensor, adapters: Sequence[str], clamp: bool) -> torch.Tensor:
+        if torch.is_grad_enabled():  # training: keep the autograd graph simple
+            return torch.cat(list(self.iter_decode(z, adapters, clamp)), dim=2)
+        out, t0 = None, 0  # inference: one preallocated output, no list of frames + cat copy
+        for frame in self.iter_decode(z, adapters, clamp):
+            if out is None:
+                b, c, _, h, w = frame.shape
+                total = 1 + (z.shape[2] - 1) * self.temporal_factor
+                out = frame.new_empty(b, c, total, h, w)
+            out[:, :, t0:t0 + frame.shape[2]] = frame
+            t0 += frame.shape[2]
+        return out
+
     def decode(self, z: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         """Normalised latents (B,z,t,h,w) → straight RGBA (B,4,T,H,W) in [0,1]."""
-        return torch.cat(list(self.iter_decode(z, ADAPTERS, clamp)), dim=2)
+        return self._collect(z, ADAPTERS, clamp)
 
     def decode_rgb_only(self, z: torch.Tensor) -> torch.Tensor:
         """RGB decoder only (B,3,T,H,W): the plain-RGB cost, for measuring the RGBA overhead."""
-        return torch.cat(list(self.iter_decode(z, ("rgb",))), dim=2)
+        return self._collect(z, ("rgb",), True)
 
     def forward(self, rgba: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Reconstruction for training: encode (random render colour) → decode without clamping."""
