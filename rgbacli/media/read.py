@@ -170,7 +170,7 @@ def _open_pillow(path: Path, fps: float | None) -> FrameSource:
             im.seek(0)
         w, h = im.size
         im.close()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError) as e:
         raise MediaError(f"{path}: unreadable or corrupt image ({_short(e)})") from None
     if fps is None:
         total = sum(durations)
@@ -182,7 +182,7 @@ def _open_pillow(path: Path, fps: float | None) -> FrameSource:
                 for i in range(n):
                     im.seek(i)
                     yield np.asarray(im.convert("RGBA"))
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError) as e:
             raise MediaError(f"{path}: unreadable, corrupt or truncated image ({_short(e)})") from None
 
     return FrameSource(path, float(fps), w, h, had_alpha, n, frames)
@@ -192,14 +192,28 @@ def _open_pillow(path: Path, fps: float | None) -> FrameSource:
 
 
 def _short(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return msg[:200]
+    """The first line of an exception's message (FFmpeg's own text without errno noise)."""
+    text = (getattr(e, "strerror", None) if isinstance(e, av.FFmpegError) else None) or str(e)
+    text = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return text[:200]
 
 
 def _stream_rate(stream) -> float | None:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate:
             return float(Fraction(rate))
+    return None
+
+
+def _declared_frames(container, stream, rate: float | None) -> int | None:
+    """Frame count the header declares: APNG's acTL chunk, else container duration × rate."""
+    if stream.codec_context.name == "apng":
+        extra = stream.codec_context.extradata or b""
+        i = extra.find(b"acTL")
+        if i >= 0 and len(extra) >= i + 8:
+            return int.from_bytes(extra[i + 4 : i + 8], "big") or None
+    if container.duration and rate:
+        return round(container.duration / 1_000_000 * rate)
     return None
 
 
@@ -222,27 +236,32 @@ def _open_av(path: Path, fps: float | None, threads: int) -> FrameSource:
         had_alpha = vpx_alpha or bool(_ALPHA_PIX.search(pix))
         rate = fps or _stream_rate(stream) or DEFAULT_FPS
         n = stream.frames or None
+        expected = n or _declared_frames(container, stream, _stream_rate(stream))
     finally:
         container.close()
 
     def frames() -> Iterator[np.ndarray]:
         # FFmpeg's native vp8/vp9 decoders drop the alpha plane carried in Matroska
         # BlockAdditional side data; libvpx decodes it, so feed it the demuxed packets.
+        count = 0
         try:
             with av.open(str(path)) as c:
                 s = c.streams.video[0]
                 if vpx_alpha:
                     dec = av.CodecContext.create("libvpx-vp9" if codec == "vp9" else "libvpx", "r")
                     dec.thread_count = threads
-                    for pkt in c.demux(s):
-                        for frame in dec.decode(pkt if pkt.size else None):
-                            yield frame.to_ndarray(format="rgba")
+                    decoded = (f for pkt in c.demux(s) for f in dec.decode(pkt if pkt.size else None))
                 else:
                     s.thread_type = "AUTO"
                     s.codec_context.thread_count = threads
-                    for frame in c.decode(s):
-                        yield frame.to_ndarray(format="rgba")
+                    decoded = c.decode(s)
+                for frame in decoded:
+                    count += 1
+                    yield frame.to_ndarray(format="rgba")
         except av.FFmpegError as e:
             raise MediaError(f"{path}: corrupt or truncated media ({_short(e)})") from None
+        # Demuxers stop quietly at a cut; compare with what the header promised.
+        if expected and count < expected - max(1, expected // 50):
+            raise MediaError(f"{path}: truncated: decoded {count} of {expected} frames")
 
     return FrameSource(path, float(rate), w, h, had_alpha, n, frames)
