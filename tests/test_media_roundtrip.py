@@ -107,3 +107,14 @@ def test_video_without_alpha_reads_opaque(tmp_path):
     opaque[..., 3] = 255
     back = roundtrip(tmp_path, "o.mp4", frames=opaque)
     assert back.had_alpha is False and (back.frames[..., 3] == 255).all()
+
+
+def test_bundled_sample_reads_with_alpha():
+    from rgbacli.media.samples import sample_path
+
+    p = sample_path()
+    assert p.stat().st_size < 300_000
+    clip = read_clip(p)
+    assert clip.had_alpha and clip.n_frames == 24 and clip.size == (128, 96) and clip.fps == 12
+    a = clip.frames[..., 3]
+    assert (a == 0).any() and (a == 255).any() and ((a > 0) & (a < 255)).any()

@@ -40,3 +40,10 @@ def moving_disc_frames(t: int = 24, h: int = 96, w: int = 128, radius: float = 0
         f[i, ..., 2] = np.where(disc > 0, 255 * (1 - phase * 0.7), 0)
         f[i, ..., 3] = np.rint(a * 255)
     return f
+
+
+def sample_path():
+    """Path of the bundled sample clip (rgbacli/assets/sample.webp, made by scripts/make_sample.py)."""
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / "assets" / "sample.webp"
