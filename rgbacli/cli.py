@@ -40,9 +40,20 @@ def _register() -> None:
         importlib.import_module(f"rgbacli.commands.{mod}")
 
 
+def _quiet_libraries() -> None:
+    """Library log chatter (diffusers' dtype notes, transformers hints) is not for our users."""
+    try:
+        from diffusers.utils import logging as dlog
+
+        dlog.set_verbosity_error()
+    except ImportError:  # pragma: no cover - diffusers is a dependency
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `rgba` script: one clear line on stderr for every expected failure."""
     _register()
+    _quiet_libraries()
     debug = bool(os.environ.get("RGBA_DEBUG"))
     try:
         rv = app(args=argv, prog_name="rgba", standalone_mode=False)

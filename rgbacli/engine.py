@@ -41,7 +41,9 @@ class Engine:
 
     def _place(self, module: torch.nn.Module, dtype: torch.dtype | None = None) -> torch.nn.Module:
         module.requires_grad_(False).eval()
-        return module.to(device=self.home, dtype=dtype or self.dtype)
+        dtype = dtype or self.dtype
+        current = next(module.parameters()).dtype
+        return module.to(device=self.home) if current == dtype else module.to(device=self.home, dtype=dtype)
 
     @contextmanager
     def on_device(self, module: torch.nn.Module):
@@ -76,7 +78,7 @@ class Engine:
             from rgbacli.models.text_encoder import TinyTextEncoder
 
             if comp.get("format") == "random":
-                enc = TinyTextEncoder.from_config(**comp.get("config", {}))
+                enc = TinyTextEncoder(**comp.get("config", {}))
             else:
                 enc = TinyTextEncoder.load(self._path("text_encoder"))
             return self._place(enc, torch.float32)
@@ -101,7 +103,8 @@ class Engine:
             except (OSError, ValueError) as e:
                 raise WeightsError(f"cannot load transformer from {path}: {str(e).splitlines()[0]}") from None
         elif fmt == "random":
-            model = cls(**comp.get("config", {}))
+            with seeded(int(comp.get("seed", 0))):
+                model = cls(**comp.get("config", {}))
         elif fmt == "rgbacli":
             model = _load_own(cls, self._path("transformer"), comp)
         else:
@@ -110,6 +113,7 @@ class Engine:
         return self._place(model)
 
     def _apply_adapters(self, model, comp: dict):
+        """Merge DoRA / LoRA files into the base weights; wrap for alpha tokens (TransPixar)."""
         from rgbacli.models import dora
 
         for i, ad in enumerate(comp.get("adapters", [])):
@@ -117,24 +121,22 @@ class Engine:
             path = self._path(f"transformer.{kind}[{i}]")
             if path is None:  # optional and absent
                 continue
-            sd = load_state_dict(path)
             scale = float(ad.get("scale", 1.0))
             if kind == "dora":
-                dora.merge_dora(model, sd, scale=scale)
+                dora.merge_dora(model, load_state_dict(path), scale=scale)
             elif kind == "lora":
-                dora.merge_lora(model, sd, scale=scale)
+                dora.merge_lora(model, load_state_dict(path), scale=scale)
             elif kind == "alpha-tokens":
-                from rgbacli.models.alpha_tokens import AlphaTokenTransformer
+                from rgbacli.models.alpha_tokens import AlphaTokenTransformer, load_alpha_token_weights
 
-                model = AlphaTokenTransformer.from_state_dict(model, sd, rank=int(ad.get("rank", 128)),
-                                                              alpha=float(ad.get("alpha", ad.get("rank", 128))))
+                model = AlphaTokenTransformer(model, rank=int(ad.get("rank", 128)),
+                                              lora_alpha=float(ad.get("alpha", 1.0)))
+                load_alpha_token_weights(model, path)
             else:
                 raise UsageError(f"preset '{self.preset.name}': unknown adapter kind '{kind}'")
-        if self.preset.backend == "alpha-tokens" and not _is_alpha_tokens(model):
-            from rgbacli.models.alpha_tokens import AlphaTokenTransformer
-
-            cfg = comp.get("alpha_tokens", {}) if isinstance(comp.get("alpha_tokens"), dict) else {}
-            model = AlphaTokenTransformer(model, rank=int(cfg.get("rank", 128)), alpha=float(cfg.get("alpha", 128)))
+        if self.preset.backend == "alpha-tokens" and not hasattr(model, "alpha_lora"):
+            raise UsageError(f"preset '{self.preset.name}' uses the alpha-tokens backend but names no "
+                             "alpha-tokens adapter file")
         return model
 
     @cached_property
@@ -150,6 +152,14 @@ class Engine:
                 "dtype": str(self.dtype).replace("torch.", ""), "offload": self.offload}
 
 
+@contextmanager
+def seeded(seed: int):
+    """Random initialisation that is the same in every process, without touching global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def _transformer_class(family: str):
     if family == "wan":
         from diffusers import WanTransformer3DModel
@@ -162,12 +172,6 @@ def _transformer_class(family: str):
     raise UsageError(f"unknown model family '{family}' (use wan or cogvideox)")
 
 
-def _is_alpha_tokens(model) -> bool:
-    from rgbacli.models.alpha_tokens import AlphaTokenTransformer
-
-    return isinstance(model, AlphaTokenTransformer)
-
-
 def _load_own(cls, path: Path, comp: dict):
     """Our own single-file format: safetensors with the model config as JSON in the metadata."""
     meta = read_metadata(path)
@@ -175,6 +179,10 @@ def _load_own(cls, path: Path, comp: dict):
     if not config:
         raise WeightsError(f"{path} has no model config in its metadata and the preset gives none")
     model = cls(**config)
+    if "abs_pos" in meta:  # tiny DiT: absolute position table attached by a patch-embedding hook
+        from rgbacli.models.position_embedding import attach_position_embedding
+
+        attach_position_embedding(model, **json.loads(meta["abs_pos"]))
     sd = load_state_dict(path)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing:

@@ -25,7 +25,8 @@ SAMPLING_KEYS = {
     "guidance": float, "shift": float, "solver": str, "negative": str,
     "motion_guidance": float,
 }
-COMPONENT_KEYS = {"path", "repo", "format", "optional", "config", "scale", "kind", "rank", "alpha", "tokenizer"}
+COMPONENT_KEYS = {"path", "repo", "format", "optional", "config", "scale", "kind", "rank", "alpha", "tokenizer",
+                  "seed", "random_lora"}
 
 
 @dataclass

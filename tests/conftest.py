@@ -33,3 +33,48 @@ def run_cli(*args: str, input: str | None = None, cwd=None, env=None, timeout: f
 @pytest.fixture
 def cli():
     return run_cli
+
+
+TINY_TEST_PRESET = """
+name = "{name}"
+backend = "{backend}"
+family = "wan"
+
+[text_encoder]
+kind = "tiny"
+format = "random"
+config = {{ width = 32, layers = 1, heads = 2, max_len = 24 }}
+
+[transformer]
+format = "random"
+config = {{ patch_size = [1, 2, 2], num_attention_heads = 2, attention_head_dim = 8, in_channels = 4, out_channels = 4, text_dim = 32, freq_dim = 16, ffn_dim = 32, num_layers = 2, rope_max_seq_len = 32 }}
+{adapters}
+
+[vae]
+format = "random"
+config = {{ base_dim = 8, z_dim = 4, dim_mult = [1, 2], num_res_blocks = 1, attn_scales = [], temperal_downsample = [true], scale_factor_temporal = 2, scale_factor_spatial = 2 }}
+rank = 4
+alpha = 4
+
+[sampling]
+width = 16
+height = 16
+frames = 5
+fps = 8
+steps = 2
+guidance = 1.0
+shift = 3.0
+solver = "euler"
+"""
+
+
+def write_test_preset(folder, name="test-tiny", backend="wan-alpha", adapters=""):
+    """A random-initialised tiny preset TOML (deterministic weights, no files needed)."""
+    path = folder / f"{name}.toml"
+    path.write_text(TINY_TEST_PRESET.format(name=name, backend=backend, adapters=adapters))
+    return path
+
+
+@pytest.fixture
+def tiny_preset(tmp_path):
+    return write_test_preset(tmp_path)

@@ -1,0 +1,91 @@
+"""`rgba encode` / `rgba decode`: RGBA media ↔ latents through the preset's RGBA VAE."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import typer
+
+from rgbacli.cli import app
+from rgbacli.console import info, print_json, progress, warn
+from rgbacli.fsutil import atomic_output, check_output
+
+_PRESET = typer.Option("tiny", "--preset", help="Preset name or TOML path.")
+_DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
+_DTYPE = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16.")
+_WEIGHTS = typer.Option(None, "--weights-dir", help="Folder searched first for weight files.")
+
+
+@app.command("encode")
+def encode(
+    source: str = typer.Argument(..., help="RGBA media: .mov .webm .mkv .apng .webp .png, name.%04d.png, a folder."),
+    output: str = typer.Option(..., "-o", "--output", help="Latents file (.safetensors)."),
+    preset: str = _PRESET,
+    premultiplied: bool = typer.Option(False, "--premultiplied", help="The source uses premultiplied alpha."),
+    device: str = _DEVICE,
+    dtype: str = _DTYPE,
+    weights_dir: Optional[str] = _WEIGHTS,
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+) -> None:
+    """Encode RGBA media to latents (frame counts that are not 4k+1 are padded, then trimmed on decode)."""
+    from rgbacli.engine import Engine
+    from rgbacli.errors import UsageError
+    from rgbacli.media import read_clip
+    from rgbacli.pipelines.codec import encode_clip, save_latents
+
+    if not output.endswith(".safetensors"):
+        raise UsageError(f"latents output must end in .safetensors: {output}")
+    check_output(output, force)
+    t0 = time.perf_counter()
+    clip = read_clip(source, premultiplied=premultiplied)
+    if not clip.had_alpha:
+        warn(f"{source} has no alpha channel; encoding it as fully opaque")
+    engine = Engine(preset, device=device, dtype=dtype, weights_dir=weights_dir)
+    with progress() as bar:
+        bar.add_task(f"encode {clip.n_frames} frames", total=None)
+        z, meta = encode_clip(engine, clip)
+    with atomic_output(output, force) as tmp:
+        save_latents(tmp, z, meta)
+    summary = {"output": output, "latent_shape": list(z.shape), "seconds": round(time.perf_counter() - t0, 3), **meta}
+    if as_json:
+        print_json(summary)
+    else:
+        info(f"wrote {output}: latents {tuple(z.shape)} from {meta['frames']} frames "
+             f"{meta['width']}x{meta['height']} (preset {engine.preset.name})")
+
+
+@app.command("decode")
+def decode(
+    source: str = typer.Argument(..., help="Latents file from `rgba encode` (.safetensors)."),
+    output: str = typer.Option(..., "-o", "--output", help="RGBA media (.mov .webm .mkv .apng .webp name.%04d.png …)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Preset (default: the one recorded in the file)."),
+    premultiplied: bool = typer.Option(False, "--premultiplied", help="Write premultiplied alpha."),
+    device: str = _DEVICE,
+    dtype: str = _DTYPE,
+    weights_dir: Optional[str] = _WEIGHTS,
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+) -> None:
+    """Decode latents back to RGBA media with the RGB and alpha decoders."""
+    from rgbacli.engine import Engine
+    from rgbacli.media import Clip, write_clip
+    from rgbacli.media.write import check_writable
+    from rgbacli.pipelines.codec import check_latents, decode_latents, load_latents
+
+    t0 = time.perf_counter()
+    check_writable(output, force)
+    z, meta = load_latents(source)
+    engine = Engine(preset or meta["preset"], device=device, dtype=dtype, weights_dir=weights_dir)
+    check_latents(engine, z, meta)
+    with progress() as bar:
+        task = bar.add_task("decode", total=z.shape[2])
+        frames = decode_latents(engine, z, meta, progress=lambda i, n: bar.update(task, completed=i))
+    path = write_clip(Clip(frames, fps=float(meta["fps"])), output, force=force, premultiplied=premultiplied)
+    summary = {"output": str(path), "frames": frames.shape[0], "size": f"{frames.shape[2]}x{frames.shape[1]}",
+               "fps": meta["fps"], "preset": engine.preset.name, "seconds": round(time.perf_counter() - t0, 3)}
+    if as_json:
+        print_json(summary)
+    else:
+        info(f"wrote {path}: {frames.shape[0]} frames {summary['size']} (preset {engine.preset.name})")

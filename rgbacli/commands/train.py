@@ -1,0 +1,105 @@
+"""`rgba train <stage>`: train the embedded tiny model (or your own from a folder of RGBA clips)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rgbacli.cli import app
+from rgbacli.console import err, info, print_json
+
+train_app = typer.Typer(help="Train the tiny model, stage by stage (see docs/training.md).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+_OUT = typer.Option(Path("runs/tiny"), "--out", help="Run folder for checkpoints and stage outputs.")
+_MIN = typer.Option(None, "--minutes", help="Wall-clock budget of the stage.")
+_RESUME = typer.Option(False, "--resume", help="Continue from the stage's last checkpoint.")
+_JSON = typer.Option(False, "--json", help="Print a machine-readable summary on stdout.")
+_THREADS = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest on a busy machine: "
+                        "OpenMP threads that share cores with other work stall each other).")
+_FOLDER = typer.Option(None, "--data", help="Folder of RGBA clips with .txt captions (default: procedural).")
+_CLIPS = typer.Option(1600, "--clips", help="Clips encoded once into the latent cache for DiT stages.")
+
+
+def _run(stage: str, fn, as_json: bool, threads: int | None = None, **kw) -> None:
+    import torch
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    kw["run"].mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                   TimeElapsedColumn(), console=err, disable=not err.is_terminal)
+    last = [0.0]
+
+    def log(step, total, loss, what=stage):
+        if bar.disable and time.perf_counter() - last[0] > 30:  # plain log lines when not a terminal
+            last[0] = time.perf_counter()
+            info(f"{what}: step {step}" + (f" loss {loss:.4f}" if loss is not None else "")
+                 + f" ({time.perf_counter() - t0:.0f}s)")
+        if what not in tasks:
+            tasks[what] = bar.add_task(what, total=None, info="")
+        bar.update(tasks[what], completed=step, info="" if loss is None else f"loss {loss:.4f}")
+
+    tasks: dict = {}
+    with bar:
+        result = fn(log=log, **kw)
+    result = {"stage": stage, "run": str(kw["run"]), **{k: v for k, v in result.items() if k != "history"}}
+    info(f"{stage}: done — " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                          for k, v in result.items() if k not in ("stage", "run")))
+    if as_json:
+        print_json(result)
+
+
+@train_app.command("base-vae")
+def base_vae(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
+             data: Optional[str] = _FOLDER, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:
+    """Stage 1: the base video VAE on RGB renders."""
+    from rgbacli.train.recipe import stage_base_vae
+
+    _run("base-vae", stage_base_vae, as_json, threads, run=out, minutes=minutes or 12, resume=resume, folder=data)
+
+
+@train_app.command("base-dit")
+def base_dit(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
+             clips: int = _CLIPS, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:
+    """Stage 2: the base text-to-video DiT and the tiny text encoder on RGB latents."""
+    from rgbacli.train.recipe import stage_base_dit
+
+    _run("base-dit", stage_base_dit, as_json, threads, run=out, minutes=minutes or 30, resume=resume, clips=clips)
+
+
+@train_app.command("rgba-vae")
+def rgba_vae(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
+             data: Optional[str] = _FOLDER, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:
+    """Stage 3 (Wan-Alpha): merge block + RGB/alpha decoder LoRAs, encoder frozen."""
+    from rgbacli.train.recipe import stage_rgba_vae
+
+    _run("rgba-vae", stage_rgba_vae, as_json, threads, run=out, minutes=minutes or 12, resume=resume, folder=data)
+
+
+@train_app.command("dora")
+def dora(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
+         clips: int = _CLIPS, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:
+    """Stage 4 (Wan-Alpha): DoRA on the DiT over RGBA latents, with motion-free dropout."""
+    from rgbacli.train.recipe import stage_dora
+
+    _run("dora", stage_dora, as_json, threads, run=out, minutes=minutes or 20, resume=resume, clips=clips)
+
+
+@train_app.command("export")
+def export(out: Path = _OUT, to: Optional[Path] = typer.Option(None, "--to", help="Destination folder "
+           "(default: the package's tiny weights)."), as_json: bool = _JSON) -> None:
+    """Copy the trained files into the package so the `tiny` preset uses them."""
+    from rgbacli.presets import PACKAGE_WEIGHTS
+    from rgbacli.train.recipe import export as do_export
+
+    files = do_export(out, to or PACKAGE_WEIGHTS / "tiny")
+    info("exported " + ", ".join(str(f) for f in files))
+    if as_json:
+        print_json({"files": [str(f) for f in files]})

@@ -1,0 +1,41 @@
+"""Absolute (frame, row, column) position embedding added after the DiT's patch embedding.
+
+Wan encodes positions only with RoPE, which shapes attention scores but never enters the token
+states, so cross-attention cannot tie a word like "left" to where a token is in time and space.
+Large models recover position from context; a tiny one learns motion far faster when each token
+knows its own (t, y, x). Attached as a forward hook on `patch_embedding`, so the diffusers model
+class and its attention processors stay untouched (the tiny preset enables it in its config).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class FactorisedPositionEmbedding(nn.Module):
+    """Learned embeddings per latent frame, row and column, summed and added to patch tokens."""
+
+    def __init__(self, dim: int, frames: int, rows: int, cols: int):
+        super().__init__()
+        self.frame = nn.Parameter(torch.randn(frames, dim) * 0.02)
+        self.row = nn.Parameter(torch.randn(rows, dim) * 0.02)
+        self.col = nn.Parameter(torch.randn(cols, dim) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: patch-embedded (B, D, F, H, W) → same shape with positions added."""
+        _, _, f, h, w = x.shape
+        if f > self.frame.shape[0] or h > self.row.shape[0] or w > self.col.shape[0]:
+            raise ValueError(f"token grid {f}x{h}x{w} exceeds the position table "
+                             f"{self.frame.shape[0]}x{self.row.shape[0]}x{self.col.shape[0]}")
+        pos = (self.frame[:f, None, None] + self.row[None, :h, None] + self.col[None, None, :w])  # (F,H,W,D)
+        return x + pos.permute(3, 0, 1, 2).unsqueeze(0).to(x.dtype)
+
+
+def attach_position_embedding(transformer: nn.Module, frames: int, rows: int, cols: int) -> FactorisedPositionEmbedding:
+    """Register `transformer.abs_pos` and a hook that adds it to the patch embedding's output."""
+    dim = transformer.patch_embedding.out_channels
+    emb = FactorisedPositionEmbedding(dim, frames, rows, cols).to(transformer.patch_embedding.weight)
+    transformer.add_module("abs_pos", emb)
+    transformer.patch_embedding.register_forward_hook(lambda _m, _inp, out: transformer.abs_pos(out))
+    return emb

@@ -1,0 +1,173 @@
+"""The tiny-model recipe, stage by stage, each reading and writing files in one run folder.
+
+1. base-vae   base AutoencoderKLWan on RGB renders            → base_vae.safetensors
+2. base-dit   text encoder + WanTransformer3DModel, RGB latents → text_encoder / transformer.safetensors
+3. rgba-vae   merge block + RGB/alpha decoder LoRAs (Wan-Alpha) → vae.safetensors
+4. dora       DoRA on the DiT over RGBA latents, motion-free    → dora.safetensors (Wan-Alpha layout)
+`export` copies the four shipped files into the package (rgbacli/weights/tiny/).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from rgbacli.errors import RgbaError
+from rgbacli.train import tiny_config as tc
+
+SHIPPED = ("text_encoder.safetensors", "transformer.safetensors", "dora.safetensors", "vae.safetensors")
+
+
+def _need(run: Path, name: str, stage: str) -> Path:
+    path = run / name
+    if not path.exists():
+        raise RgbaError(f"{path} is missing: run `rgba train {stage} --out {run}` first")
+    return path
+
+
+def save_base_vae(vae, path: Path) -> None:
+    cfg = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(path),
+              metadata={"config": json.dumps(cfg)})
+
+
+def load_base_vae(path: Path):
+    from diffusers import AutoencoderKLWan
+
+    from rgbacli.weights.io import load_state_dict, read_metadata
+
+    vae = AutoencoderKLWan(**json.loads(read_metadata(path)["config"]))
+    vae.load_state_dict(load_state_dict(path))
+    return vae.eval().requires_grad_(False)
+
+
+def new_transformer():
+    from diffusers import WanTransformer3DModel
+
+    from rgbacli.models.position_embedding import attach_position_embedding
+
+    dit = WanTransformer3DModel(**tc.TINY_DIT)
+    attach_position_embedding(dit, **tc.TINY_POS)
+    return dit
+
+
+def save_transformer(dit, path: Path) -> None:
+    """Our own single file: base weights + the config and position-table size in the metadata."""
+    cfg = {k: v for k, v in dict(dit.config).items() if not k.startswith("_")}
+    sd = {k: v.detach().contiguous() for k, v in dit.state_dict().items()}
+    save_file(sd, str(path), metadata={"config": json.dumps(cfg), "abs_pos": json.dumps(tc.TINY_POS)})
+
+
+# ----------------------------------------------------------------------------- stages
+def stage_base_vae(run: Path, minutes: float, resume: bool, folder: str | None, log) -> dict:
+    from rgbacli.train.base_vae import BaseVAEConfig, latent_stats, new_base_vae, train_base_vae
+    from rgbacli.train.clips import ClipSource
+
+    vae = new_base_vae(tc.TINY_VAE)
+    source = ClipSource(tc.TINY_SIZE, tc.TINY_FRAMES, folder)
+    result = train_base_vae(vae, source, BaseVAEConfig(minutes=minutes), run / "base_vae.ckpt.safetensors",
+                            resume, log)
+    from rgbacli.models.rgba_vae import soft_render
+
+    mean, std = latent_stats(lambda x: vae.encode(soft_render(x, "black") * 2 - 1).latent_dist.mode(), source)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
+    save_base_vae(vae, run / "base_vae.safetensors")
+    return result
+
+
+def _encoder_rgb(vae):
+    """RGB latents for the base DiT: the clip soft-rendered over black, normalised by the base stats."""
+    from rgbacli.models.rgba_vae import soft_render
+
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    return lambda x: (vae.encode(soft_render(x, "black") * 2 - 1).latent_dist.mode() - mean) / std
+
+
+def stage_base_dit(run: Path, minutes: float, resume: bool, clips: int, log) -> dict:
+    from rgbacli.models.text_encoder import TinyTextEncoder
+    from rgbacli.train.dit import DiTTrainConfig, train_dit
+    from rgbacli.train.latents import LatentSet, encode_procedural
+
+    cache = run / "rgb_latents.safetensors"
+    if cache.exists():
+        data = LatentSet.load(cache)
+    else:
+        vae = load_base_vae(_need(run, "base_vae.safetensors", "base-vae"))
+        data = encode_procedural(_encoder_rgb(vae), clips, seed0=0, size=tc.TINY_SIZE, frames=tc.TINY_FRAMES,
+                                 progress=lambda i, n: log(i, n, None, "encode RGB latents"))
+        data.save(cache)
+    text = TinyTextEncoder(**tc.TINY_TEXT)
+    dit = new_transformer()
+    params = {**{f"dit.{k}": p for k, p in dit.named_parameters()},
+              **{f"text.{k}": p for k, p in text.named_parameters()}}
+    result = train_dit(dit, text, data, params, DiTTrainConfig(minutes=minutes, steps=100_000),
+                       run / "base_dit.ckpt.safetensors", resume, log)
+    text.save(run / "text_encoder.safetensors")
+    save_transformer(dit, run / "transformer.safetensors")
+    return result
+
+
+def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, log) -> dict:
+    from rgbacli.models.rgba_vae import RGBAVAE
+    from rgbacli.train.base_vae import latent_stats
+    from rgbacli.train.clips import ClipSource
+    from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
+
+    base = load_base_vae(_need(run, "base_vae.safetensors", "base-vae"))
+    model = RGBAVAE(base, lora_rank=tc.TINY_VAE_LORA["rank"], lora_alpha=tc.TINY_VAE_LORA["alpha"])
+    source = ClipSource(tc.TINY_SIZE, tc.TINY_FRAMES, folder, seed=1)
+    result = train_rgba_vae(model, source, RGBAVAEConfig(minutes=minutes), run / "rgba_vae.ckpt.safetensors",
+                            resume, log)
+    # Normalise the RGBA latent by its own statistics (measured on training clips), in the one place
+    # the model keeps them: the base config's latents_mean/std.
+    mean, std = latent_stats(lambda x: model.denormalize(model.encode(x)), source)
+    model.base.register_to_config(latents_mean=mean, latents_std=std)
+    model.latents_mean.copy_(torch.tensor(mean).view(1, -1, 1, 1, 1))
+    model.latents_std.copy_(torch.tensor(std).view(1, -1, 1, 1, 1))
+    model.save(run / "vae.safetensors")
+    return result
+
+
+def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log) -> dict:
+    from rgbacli.engine import _load_own
+    from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
+    from rgbacli.models.rgba_vae import RGBAVAE
+    from rgbacli.models.text_encoder import TinyTextEncoder
+    from rgbacli.train.dit import DiTTrainConfig, train_dit
+    from rgbacli.train.latents import LatentSet, encode_procedural
+
+    cache = run / "rgba_latents.safetensors"
+    if cache.exists():
+        data = LatentSet.load(cache)
+    else:
+        vae = RGBAVAE.load(_need(run, "vae.safetensors", "rgba-vae")).eval()
+        data = encode_procedural(lambda x: vae.encode(x), clips, seed0=50_000, size=tc.TINY_SIZE,
+                                 frames=tc.TINY_FRAMES, progress=lambda i, n: log(i, n, None, "encode RGBA latents"))
+        data.save(cache)
+    from diffusers import WanTransformer3DModel
+
+    text = TinyTextEncoder.load(_need(run, "text_encoder.safetensors", "base-dit")).requires_grad_(False)
+    dit = _load_own(WanTransformer3DModel, _need(run, "transformer.safetensors", "base-dit"), {})
+    dit.requires_grad_(False)
+    add_dora_adapter(dit, rank=tc.TINY_DORA["rank"], alpha=tc.TINY_DORA["alpha"])
+    params = {k: p for k, p in dit.named_parameters() if p.requires_grad}
+    result = train_dit(dit, text, data, params, DiTTrainConfig(minutes=minutes, steps=100_000, lr=1e-3),
+                       run / "dora.ckpt.safetensors", resume, log)
+    save_file({k: v.contiguous() for k, v in export_dora_state_dict(dit).items()}, str(run / "dora.safetensors"))
+    return result
+
+
+def export(run: Path, to: Path) -> list[Path]:
+    """Copy the shipped files into `to` (default: the package's tiny weights folder)."""
+    to.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in SHIPPED:
+        src = _need(run, name, "all")
+        shutil.copyfile(src, to / name)
+        out.append(to / name)
+    return out

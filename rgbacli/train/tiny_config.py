@@ -1,0 +1,16 @@
+"""Architecture of the embedded tiny model (sized so the whole recipe trains on 2 CPU cores)."""
+
+TINY_SIZE, TINY_FRAMES, TINY_FPS = 64, 17, 8.0
+
+# Wan 2.1 VAE layout, 4x spatial / 2x temporal compression: 17x64x64 → 8x9x16x16 latents.
+TINY_VAE = dict(base_dim=8, z_dim=8, dim_mult=[1, 2, 4], num_res_blocks=1, attn_scales=[],
+                temperal_downsample=[False, True], scale_factor_temporal=2, scale_factor_spatial=4)
+
+# WanTransformer3DModel; 4x4 patches → 9x4x4 = 144 tokens per clip.
+TINY_DIT = dict(patch_size=[1, 4, 4], num_attention_heads=4, attention_head_dim=32, in_channels=8,
+                out_channels=8, text_dim=128, freq_dim=64, ffn_dim=512, num_layers=6, rope_max_seq_len=64)
+TINY_POS = dict(frames=16, rows=8, cols=8)  # absolute position table (covers up to 128x128, 31 frames)
+
+TINY_TEXT = dict(width=128, layers=2, heads=4, max_len=24)
+TINY_VAE_LORA = dict(rank=16, alpha=16.0)  # scale 1 (Wan-Alpha: rank 128, alpha 1 on a 16x wider VAE)
+TINY_DORA = dict(rank=16, alpha=16.0)
