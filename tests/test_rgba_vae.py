@@ -20,6 +20,16 @@ TINY = dict(base_dim=8, z_dim=4, dim_mult=[1, 2, 2], num_res_blocks=1, attn_scal
             temperal_downsample=[False, True], scale_factor_temporal=2, scale_factor_spatial=4)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on the shared 2-core machine, 2 OpenMP threads under load ran these
+    tests ~20x slower (spin-waiting); restored afterwards for other modules."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _model(seed=0, rank=4, **kw) -> RGBAVAE:
     torch.manual_seed(seed)
     m = RGBAVAE.from_config({**TINY, **kw}, lora_rank=rank, lora_alpha=rank)

@@ -26,6 +26,16 @@ TINY = dict(base_dim=8, z_dim=4, dim_mult=[1, 2, 2], num_res_blocks=1, attn_scal
             latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.5, 0.5, 2.0, 1.0])
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on the shared 2-core machine, 2 OpenMP threads under load ran these
+    tests ~20x slower (spin-waiting); restored afterwards for other modules."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _base(seed=0) -> AutoencoderKLWan:
     torch.manual_seed(seed)
     return AutoencoderKLWan(**TINY).eval()

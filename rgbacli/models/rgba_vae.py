@@ -186,7 +186,9 @@ def fill_latent_stats(vae_config: dict) -> dict:
 
 
 class RGBAVAE(nn.Module):
-    """Wan-Alpha RGBA VAE around one frozen diffusers `AutoencoderKLWan` (see module docstring)."""
+    """Wan-Alpha RGBA VAE around one frozen diffusers `AutoencoderKLWan` (see module docstring).
+
+    Takes ownership of `base`: its decoder convs are wrapped for LoRA in place."""
 
     def __init__(self, base: AutoencoderKLWan, lora_rank: int = 128, lora_alpha: float = 1.0,
                  merge_dim: int | None = None, lora: bool = True):
@@ -282,6 +284,16 @@ class RGBAVAE(nn.Module):
             for d in (layer.lora_A, layer.lora_B):
                 d.requires_grad_(True)
 
+    @property
+    def latent_channels(self) -> int:
+        """z_dim of the latent (16 for Wan 2.1)."""
+        return int(self.base.config.z_dim)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Parameter dtype of the frozen encoder (inputs are cast to it)."""
+        return self.base.encoder.conv_in.weight.dtype
+
     # ------------------------------------------------------------------ latent normalisation
     def normalize(self, mu: torch.Tensor) -> torch.Tensor:
         """Raw Wan latent → the normalised latent the DiT sees."""
@@ -290,6 +302,11 @@ class RGBAVAE(nn.Module):
     def denormalize(self, z: torch.Tensor) -> torch.Tensor:
         """Normalised latent → raw Wan latent for the decoder."""
         return z * self.latents_std.to(z) + self.latents_mean.to(z)
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latent the DiT denoises (the base VAE's z_dim)."""
+        return int(self.base.config.z_dim)
 
     def latent_frames(self, num_frames: int) -> int:
         """1 + (T−1)/temporal_factor latent frames for T = 4k+1 input frames."""
