@@ -2,7 +2,9 @@
 
 Wan-Alpha starts from a pretrained RGB VAE; ours learns the same job on what the RGBA stage will
 feed it: clips soft-rendered over random colours, hard-rendered over the 8 cube-corner colours,
-and alpha shown as grey. Loss: L1 + edge (gradient) L1 + a tiny KL, as a KL-VAE.
+and alpha shown as grey. Loss: L1 + edge (gradient) L1 on the reconstruction of the posterior
+mean (the latent the later stages use; sampling with the untrained posterior's unit std drowns
+the signal and stalls a small VAE), plus a tiny KL that keeps the latent scale in check.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from rgbacli.models.rgba_vae import COLORS, fill_latent_stats, hard_render, soft_render
+from rgbacli.models.rgba_vae import COLORS, count_cache_slots, fill_latent_stats, hard_render, soft_render
 from rgbacli.train.checkpoint import load_checkpoint, save_checkpoint, trainable
 from rgbacli.train.vae_losses import edge_loss
 
@@ -43,6 +45,16 @@ def rgb_views(rgba: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(pick == 0, soft, torch.where(pick == 1, hard, grey))
 
 
+def decode_unclamped(vae, z: torch.Tensor) -> torch.Tensor:
+    """Decode latent frame by latent frame with the causal cache, without diffusers' final clamp to
+    [-1, 1]: a clamped pixel gets no gradient, and a young VAE has many that never recover."""
+    cache = [None] * count_cache_slots(vae.decoder)
+    x = vae.post_quant_conv(z)
+    frames = [vae.decoder(x[:, :, i:i + 1], feat_cache=cache, feat_idx=[0], first_chunk=(i == 0))
+              for i in range(x.shape[2])]
+    return torch.cat(frames, dim=2)
+
+
 def new_base_vae(config: dict):
     from diffusers import AutoencoderKLWan
 
@@ -65,8 +77,7 @@ def train_base_vae(vae, source, cfg: BaseVAEConfig, ckpt: Path, resume: bool = F
         rgba, _ = source.batch(cfg.batch, window=cfg.window)
         x = rgb_views(rgba, gen) * 2 - 1
         post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
-        rec = vae.decode(z).sample
+        rec = decode_unclamped(vae, post.mean)
         l1 = (rec - x).abs().mean()
         loss = l1 + cfg.edge * edge_loss((rec + 1) / 2, (x + 1) / 2) + cfg.kl * post.kl().mean()
         opt.zero_grad(set_to_none=True)

@@ -66,7 +66,8 @@ def train_dit(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data:
         t = sample_timesteps(cfg.batch, gen, cfg.t_shift)
         noise = torch.randn(z.shape, generator=gen)
         x_t, target = noisy_input(z, noise, t)
-        text = text_encoder.encode(captions)[0]
+        text = (text_encoder.encode(captions, warn=False) if _takes_warn(text_encoder) else
+                text_encoder.encode(captions))[0]
         with ctl.motion_off(still):
             pred = transformer(hidden_states=x_t, timestep=t * 1000, encoder_hidden_states=text,
                                return_dict=False)[0]
@@ -88,3 +89,26 @@ def train_dit(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data:
     transformer.eval()
     text_encoder.eval()
     return {"steps": step, "loss_ema": ema, "seconds": time.perf_counter() - t_start, "history": history}
+
+
+@torch.no_grad()
+def eval_loss(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data: LatentSet, n: int = 32,
+              seed: int = 1234, t_shift: float = 3.0) -> float:
+    """Rectified-flow loss on the first n clips with fixed noise and timesteps (comparable across runs)."""
+    gen = torch.Generator().manual_seed(seed)
+    z = data.latents[:n]
+    t = sample_timesteps(z.shape[0], gen, t_shift)
+    x_t, target = noisy_input(z, torch.randn(z.shape, generator=gen), t)
+    was_training = transformer.training
+    transformer.eval()
+    text = text_encoder.encode(data.captions[:n], warn=False)[0] if _takes_warn(text_encoder) else \
+        text_encoder.encode(data.captions[:n])[0]
+    pred = transformer(hidden_states=x_t, timestep=t * 1000, encoder_hidden_states=text, return_dict=False)[0]
+    transformer.train(was_training)
+    return F.mse_loss(pred.float(), target).item()
+
+
+def _takes_warn(text_encoder) -> bool:
+    import inspect
+
+    return "warn" in inspect.signature(text_encoder.encode).parameters

@@ -90,7 +90,7 @@ def _encoder_rgb(vae):
 
 def stage_base_dit(run: Path, minutes: float, resume: bool, clips: int, log) -> dict:
     from rgbacli.models.text_encoder import TinyTextEncoder
-    from rgbacli.train.dit import DiTTrainConfig, train_dit
+    from rgbacli.train.dit import DiTTrainConfig, eval_loss, train_dit
     from rgbacli.train.latents import LatentSet, encode_procedural
 
     cache = run / "rgb_latents.safetensors"
@@ -105,8 +105,10 @@ def stage_base_dit(run: Path, minutes: float, resume: bool, clips: int, log) -> 
     dit = new_transformer()
     params = {**{f"dit.{k}": p for k, p in dit.named_parameters()},
               **{f"text.{k}": p for k, p in text.named_parameters()}}
+    before = eval_loss(dit, text, data)
     result = train_dit(dit, text, data, params, DiTTrainConfig(minutes=minutes, steps=100_000),
                        run / "base_dit.ckpt.safetensors", resume, log)
+    result.update(eval_loss_before=before, eval_loss=eval_loss(dit, text, data))
     text.save(run / "text_encoder.safetensors")
     save_transformer(dit, run / "transformer.safetensors")
     return result
@@ -138,7 +140,7 @@ def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log) -> dict
     from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
     from rgbacli.models.rgba_vae import RGBAVAE
     from rgbacli.models.text_encoder import TinyTextEncoder
-    from rgbacli.train.dit import DiTTrainConfig, train_dit
+    from rgbacli.train.dit import DiTTrainConfig, eval_loss, train_dit
     from rgbacli.train.latents import LatentSet, encode_procedural
 
     cache = run / "rgba_latents.safetensors"
@@ -156,8 +158,10 @@ def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log) -> dict
     dit.requires_grad_(False)
     add_dora_adapter(dit, rank=tc.TINY_DORA["rank"], alpha=tc.TINY_DORA["alpha"])
     params = {k: p for k, p in dit.named_parameters() if p.requires_grad}
+    before = eval_loss(dit, text, data)
     result = train_dit(dit, text, data, params, DiTTrainConfig(minutes=minutes, steps=100_000, lr=1e-3),
                        run / "dora.ckpt.safetensors", resume, log)
+    result.update(eval_loss_before=before, eval_loss=eval_loss(dit, text, data))
     save_file({k: v.contiguous() for k, v in export_dora_state_dict(dit).items()}, str(run / "dora.safetensors"))
     return result
 

@@ -18,6 +18,7 @@ class RGBAVAEConfig:
     minutes: float = 12.0
     batch: int = 4
     window: int = 5
+    image_batch: int = 12  # every other step: single frames (the causal VAE's first-frame path), ~5x cheaper
     lr: float = 1e-3
     ckpt_every: int = 100
     seed: int = 0
@@ -36,7 +37,10 @@ def train_rgba_vae(model, source, cfg: RGBAVAEConfig, ckpt: Path, resume: bool =
     while step < cfg.steps and time.perf_counter() - t0 < cfg.minutes * 60:
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / 50)
-        rgba, _ = source.batch(cfg.batch, window=cfg.window)
+        if step % 2 and cfg.image_batch:
+            rgba, _ = source.batch(cfg.image_batch, window=1)
+        else:
+            rgba, _ = source.batch(cfg.batch, window=cfg.window)
         losses = vae_train_step(model, rgba, opt, gen)
         step += 1
         ema = losses["loss"] if ema is None else 0.95 * ema + 0.05 * losses["loss"]
