@@ -1,4 +1,7 @@
-"""`rgba composite` through a real subprocess: outputs, exit codes, one-line errors, no leftovers."""
+"""`rgba composite` through a real subprocess: outputs, exit codes, one-line errors, no leftovers.
+
+Option checks that need no process boundary run in process (run_composite) to keep this fast.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ import numpy as np
 import pytest
 
 from rgbacli.media import Clip, read_clip, write_clip
-from rgbacli.media.composite import over
+from rgbacli.errors import UsageError
+from rgbacli.media.composite import over, run_composite
 from rgbacli.media.samples import varied_alpha_frames
 
 FG = varied_alpha_frames(4, 16, 24)
@@ -48,15 +52,21 @@ def test_composite_over_video_exact_with_json(cli, media):
     np.testing.assert_array_equal(out, expected)
 
 
-def test_composite_over_colour_to_every_kind_of_output(cli, media):
+def test_composite_two_layers_over_colour_to_png_sequence(cli, media):
     d, _ = media
-    for name in ["o.mp4", "o.webm", "o.%04d.png", "o.gif"]:
-        r = cli("composite", d / "fg.mkv", d / "fg.mkv", "--over", "#336699", "-o", d / name, "--size", "40x30",
-                "--position", "0,0", "--position", "20,10", "--scale", "0.5")
-        assert r.returncode == 0, (name, r.stderr)
+    r = cli("composite", d / "fg.mkv", d / "fg.mkv", "--over", "#336699", "-o", d / "o.%04d.png", "--size", "40x30",
+            "--position", "0,0", "--position", "20,10", "--scale", "0.5")
+    assert r.returncode == 0, r.stderr
     clip = read_clip(d / "o.%04d.png")
     assert clip.frames.shape == (4, 30, 40, 4)
     assert tuple(clip.frames[0, 29, 0]) == (0x33, 0x66, 0x99, 255)
+
+
+@pytest.mark.parametrize("name", ["o.mp4", "o.webm", "o.gif", "o.mov"])
+def test_run_composite_writes_every_kind_of_output(media, name):
+    d, _ = media
+    summary = run_composite([str(d / "fg.mkv")], str(d / "bg.mkv"), str(d / name), positions=[(-5, 4)])
+    assert summary["frames"] == 6 and read_clip(d / name).n_frames == 6
 
 
 def test_fg_without_alpha_warns(cli, media):
@@ -130,13 +140,24 @@ def test_failure_midway_leaves_no_partial_output(cli, media):
 
 def test_usage_errors_exit_2(cli, media):
     d, _ = media
-    one_line_error(cli("composite", d / "fg.mkv", "--over", "black", "-o", d / "o.mkv", "--position", "3"), 2)
-    one_line_error(cli("composite", d / "fg.mkv", "--over", "black", "-o", d / "o.mkv", "--fit", "stretch"), 2)
-    one_line_error(cli("composite", d / "fg.mkv", "--over", "black", "-o", d / "o.xyz"), 2)
+    line = one_line_error(cli("composite", d / "fg.mkv", "--over", "black", "-o", d / "o.mkv", "--position", "3"), 2)
+    assert "--position" in line
     line = one_line_error(cli("composite", d / "fg.mkv", "--over", d / "bg.mkv", "-o", d / "o.mkv", "--size", "8x8"), 2)
     assert "does not match" in line
-    one_line_error(cli("composite", d / "fg.mkv", "--over", "black", "-o", d / "o.mkv", "--scale", "0"), 2)
-    one_line_error(cli("composite", d / "fg.mkv", "--over", "black", "-o", d / "o.png"), 2)  # 4 frames → one image
+    assert not [n for n in os.listdir(d) if n.startswith(("o.", ".o"))]
+
+
+@pytest.mark.parametrize("kw,out,match", [
+    ({"fit": "stretch"}, "o.mkv", "--fit"),
+    ({}, "o.xyz", "unknown output extension"),
+    ({"scales": [0.0]}, "o.mkv", "--scale"),
+    ({}, "o.png", "one image"),  # 4 frames cannot go to a single image
+    ({"positions": [(0, 0)] * 3}, "o.mkv", "given 3 times"),
+])
+def test_usage_errors_in_process(media, kw, out, match):
+    d, _ = media
+    with pytest.raises(UsageError, match=match):
+        run_composite([str(d / "fg.mkv")], "black", str(d / out), **kw)
     assert not [n for n in os.listdir(d) if n.startswith(("o.", ".o"))]
 
 

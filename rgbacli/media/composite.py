@@ -20,7 +20,7 @@ from rgbacli.errors import MediaError, UsageError
 from rgbacli.media.blend import over, place  # noqa: F401  (re-exported)
 from rgbacli.media.clip import Clip, premultiply, to_uint8, unpremultiply
 from rgbacli.media.threads import BackgroundWriter, prefetch
-from rgbacli.media.timeline import FITS, Fit, Track
+from rgbacli.media.timeline import FITS, Fit, Track, plan_caching
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize (T, H, W, 4) uint8 straight-alpha frames to `size` (w, h) with Lanczos.
@@ -109,6 +109,7 @@ def _composite(layers: list[_Input], bg: _Input | None, color: tuple[int, int, i
     W, H = size
     tracks = [Track(L.frames, L.fps, out_fps, start=L.start, fit=fit, n_frames=L.n_frames) for L in layers]
     bg_track = Track(bg.frames, bg.fps, out_fps, fit=fit, n_frames=bg.n_frames) if bg is not None else None
+    plan_caching(tracks + ([bg_track] if bg_track is not None else []))
     solid = np.empty((H, W, 4), np.uint8)
     solid[...] = color
     known_opaque = (bg is None and color[3] == 255) or (bg is not None and not bg.had_alpha)

@@ -36,7 +36,7 @@ class FrameSource:
     width: int
     height: int
     had_alpha: bool
-    n_frames: int | None  # None when the container does not say
+    n_frames: int | None  # as declared by the header (duration × rate for some); None if unknown
     _frames: Callable[[], Iterator[np.ndarray]] = field(repr=False)
     premultiplied: bool = False
 
@@ -264,4 +264,4 @@ def _open_av(path: Path, fps: float | None, threads: int) -> FrameSource:
         if expected and count < expected - max(1, expected // 50):
             raise MediaError(f"{path}: truncated: decoded {count} of {expected} frames")
 
-    return FrameSource(path, float(rate), w, h, had_alpha, n, frames)
+    return FrameSource(path, float(rate), w, h, had_alpha, n or expected, frames)

@@ -45,13 +45,13 @@ class Track:
     """
 
     def __init__(self, frames: Iterable[np.ndarray], src_fps: float, out_fps: float, *, start: int = 0,
-                 fit: Fit = "loop", n_frames: int | None = None):
+                 fit: Fit = "loop", n_frames: int | None = None, keep: bool = True):
         self.it = iter(frames)
         self.src_fps, self.out_fps, self.start, self.fit = src_fps, out_fps, start, fit
         self.n: int | None = None
         self.n_hint = n_frames
         self.cache: list[np.ndarray | None] = []
-        self.keep = True  # False once looping can no longer happen (frees memory)
+        self.keep = keep  # False when this track can never loop: only its newest frame is kept
 
     def _raw(self, t: int) -> int:
         return math.floor((t - self.start) * self.src_fps / self.out_fps + _EPS)
@@ -68,6 +68,11 @@ class Track:
                 self.cache[-1] = None  # only the newest frame is still needed
             self.cache.append(frame)
         return s < len(self.cache)
+
+    def declared_end(self) -> int | None:
+        """Output frame where this track's own frames end, from the declared count (None: unknown)."""
+        n = self.n if self.n is not None else self.n_hint
+        return None if n is None else self.start + length_in_output(n, self.src_fps, self.out_fps)
 
     def length(self) -> int | None:
         """Output frames spanned from `start` (None while the source is still being read)."""
@@ -96,7 +101,9 @@ class Track:
                          self.start, self.fit) if self.n is not None else self._raw(t)
         frame = self.cache[s]
         if frame is None:
-            raise RuntimeError("track frame was released but is needed again (keep=False misuse)")
+            # Declared longer than it really was (a header that over-promised by a frame or
+            # two), so frames that were not kept are needed for a loop: hold the last one.
+            frame = self.cache[-1]
         return frame
 
     def release(self) -> None:
@@ -105,3 +112,18 @@ class Track:
             self.keep = False
             for i in range(len(self.cache) - 1):
                 self.cache[i] = None
+
+
+def plan_caching(tracks: list[Track]) -> None:
+    """Let tracks that can never loop drop old frames (saves memory and page faults).
+
+    With every length declared, the output ends at the latest track end; a track that reaches
+    it never loops, and one that holds needs only its last frame. Unknown lengths keep all.
+    """
+    ends = [tr.declared_end() for tr in tracks]
+    if any(e is None for e in ends):
+        return
+    last = max(ends)
+    for tr, end in zip(tracks, ends):
+        if end >= last or tr.fit == "hold":
+            tr.keep = False
