@@ -118,3 +118,11 @@ def test_bundled_sample_reads_with_alpha():
     assert clip.had_alpha and clip.n_frames == 24 and clip.size == (128, 96) and clip.fps == 12
     a = clip.frames[..., 3]
     assert (a == 0).any() and (a == 255).any() and ((a > 0) & (a < 255)).any()
+
+
+def test_odd_sizes(tmp_path):
+    odd = varied_alpha_frames(2, 33, 47)
+    for name in ["odd.webm", "odd.mov", "odd.mkv"]:
+        assert roundtrip(tmp_path, name, frames=odd).frames.shape == odd.shape
+    # x264 4:2:0 needs even sizes: the edge row/column is repeated
+    assert roundtrip(tmp_path, "odd.mp4", frames=odd).frames.shape == (2, 34, 48, 4)

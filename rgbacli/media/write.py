@@ -62,8 +62,8 @@ class _AVWriter:
         self.index = 0
 
     def _start(self, h: int, w: int) -> None:
-        if self.pix_fmt in ("yuv420p", "yuva420p") and (w % 2 or h % 2):
-            w, h = w + w % 2, h + h % 2  # 4:2:0 needs even sizes; frames get an edge column/row
+        if self.codec == "libx264" and (w % 2 or h % 2):
+            w, h = w + w % 2, h + h % 2  # x264 4:2:0 needs even sizes: repeat the edge column/row
         s = self.container.add_stream(self.codec, rate=self.rate, options=dict(self.options))
         s.width, s.height, s.pix_fmt = w, h, self.pix_fmt
         s.codec_context.time_base = 1 / self.rate
