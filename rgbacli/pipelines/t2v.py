@@ -115,6 +115,12 @@ class TextToRGBAPipeline:
 
         scheduler = make_scheduler(p.solver, p.shift)
         scheduler.set_timesteps(p.steps, device=eng.device)
+        latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
+        rope = None
+        if eng.preset.family == "cogvideox":
+            from rgbacli.pipelines.cogvideox import rotary_embeddings
+
+            rope = rotary_embeddings(eng.transformer, eng.vae.spatial_factor, p.height, p.width, t, eng.device)
         t1 = time.perf_counter()
         with eng.on_device(eng.transformer) as model:
             ctl = enable_motion_free(model) if plan.uses_motion_off else None
@@ -122,7 +128,7 @@ class TextToRGBAPipeline:
                 for i, timestep in enumerate(scheduler.timesteps):
                     x, ctx, off = plan.expand(latents.to(eng.dtype), cond, uncond)
                     with ctl.motion_off(off) if ctl else nullcontext():
-                        out = _denoise(model, x, timestep.expand(len(x)).to(eng.device), ctx)
+                        out = _denoise(model, x, timestep.expand(len(x)).to(eng.device), ctx, rope)
                     pred = plan.combine(out.float())
                     latents = scheduler.step(pred, timestep, latents, return_dict=False)[0]
                     if progress is not None:
@@ -159,8 +165,10 @@ def _embed(text_encoder, prompt: str) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
-def _denoise(model, x: torch.Tensor, timestep: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+def _denoise(model, x: torch.Tensor, timestep: torch.Tensor, ctx: torch.Tensor, rope=None) -> torch.Tensor:
     """One DiT forward: diffusers models return a tuple, the alpha-token wrapper a tensor."""
-    out = model(hidden_states=x, timestep=timestep, encoder_hidden_states=ctx, return_dict=False) \
-        if not hasattr(model, "alpha_lora") else model(x, timestep, ctx)
+    if hasattr(model, "alpha_lora"):
+        out = model(x, timestep, ctx, image_rotary_emb=rope) if rope is not None else model(x, timestep, ctx)
+    else:
+        out = model(hidden_states=x, timestep=timestep, encoder_hidden_states=ctx, return_dict=False)
     return out[0] if isinstance(out, tuple) else out
