@@ -41,13 +41,10 @@ def _register() -> None:
 
 
 def _quiet_libraries() -> None:
-    """Library log chatter (diffusers' dtype notes, transformers hints) is not for our users."""
-    try:
-        from diffusers.utils import logging as dlog
-
-        dlog.set_verbosity_error()
-    except ImportError:  # pragma: no cover - diffusers is a dependency
-        pass
+    """Library log chatter (diffusers' dtype notes, transformers hints) is not for our users.
+    Set through the environment so that commands which never import diffusers stay fast."""
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def main(argv: list[str] | None = None) -> None:
