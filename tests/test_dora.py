@@ -134,5 +134,5 @@ def test_errors_name_the_key():
                                 "blocks.0.self_attn.k.lora_A.default.weight": a,
                                 "blocks.0.self_attn.k.lora_B.default.weight": b,
                                 "blocks.0.self_attn.k.lora_magnitude_vector.default.weight": m})
-    with pytest.raises(WeightsError, match="not found"):
+    with pytest.raises(WeightsError, match="does not exist"):
         dora.merge_dora(model, "/nonexistent/t2v.safetensors")

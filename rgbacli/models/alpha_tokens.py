@@ -316,9 +316,9 @@ def load_alpha_token_weights(model: AlphaTokenTransformer, weights: str | Path |
     :class:`WeightsError` naming the key.
     """
     if not isinstance(weights, dict):
-        from rgbacli.models.dora import load_weights_file
+        from rgbacli.weights.io import load_state_dict
 
-        weights = load_weights_file(weights)
+        weights = load_state_dict(weights)
     params = _param_refs(model)
     for key in weights:
         if key not in params:

@@ -27,9 +27,9 @@ from torch import nn
 
 from rgbacli.errors import WeightsError
 from rgbacli.models.wan_names import DORA_TARGETS, diffusers_to_wan, strip_prefix, wan_to_diffusers
+from rgbacli.weights.io import load_state_dict
 
 __all__ = [
-    "load_weights_file",
     "parse_adapter",
     "merge_dora",
     "merge_lora",
@@ -58,30 +58,6 @@ _SUFFIXES: tuple[tuple[re.Pattern, str], ...] = (
 _WAN_ONLY = re.compile(
     r"(^|\.)(self_attn|cross_attn|ffn\.[02]|modulation|head|text_embedding|time_embedding|time_projection|img_emb)(\.|$)"
 )
-
-
-def load_weights_file(path: str | Path) -> StateDict:
-    """Read a state dict with safetensors or ``torch.load(weights_only=True)`` (.bin/.pt/.pth)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        if path.suffix in {".bin", ".pt", ".pth", ".ckpt"}:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-            if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-                obj = obj["state_dict"]
-            if not isinstance(obj, dict):
-                raise WeightsError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
-            return obj
-    except WeightsError:
-        raise
-    except Exception as exc:  # corrupt/truncated file, pickle that is not weights-only, ...
-        raise WeightsError(f"cannot read weights {path}: {exc}") from exc
-    raise WeightsError(f"{path}: unsupported weights format (use .safetensors, .bin, .pt or .pth)")
 
 
 @dataclass
@@ -187,7 +163,7 @@ def _check_complete(entries: dict[str, AdapterModule], part: str, what: str) -> 
 
 
 def _as_state_dict(weights: StateDict | str | Path) -> StateDict:
-    return load_weights_file(weights) if isinstance(weights, (str, Path)) else weights
+    return load_state_dict(weights) if isinstance(weights, (str, Path)) else weights
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from rgbacli.errors import WeightsError
+from rgbacli.weights.io import load_state_dict
 
 WAN21_VAE_CONFIG: dict = {}  # AutoencoderKLWan() defaults are the Wan 2.1 VAE
 WAN_ALPHA_IGNORED_PREFIXES = ("perceptual_loss.", "sobel_edge_loss.", "pipe.")
@@ -49,13 +50,6 @@ def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str = "wei
         if tuple(v.shape) != tuple(own[k].shape):
             raise WeightsError(f"{what}: key {k!r} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
     module.load_state_dict(sd, strict=True)
-
-
-def read_tensors(path) -> dict[str, torch.Tensor]:
-    """A flat tensor dict from .safetensors or a torch pickle (weights_only=True)."""
-    from rgbacli.weights.io import load_state_dict
-
-    return load_state_dict(path)
 
 
 def _vae_config(config: dict | None) -> dict:
@@ -167,7 +161,7 @@ def load_wan_vae(path, config: dict | None = None):
             raise WeightsError(f"cannot load the Wan VAE from {sub}: {e}".splitlines()[0]) from None
     if not p.is_file():
         raise WeightsError(f"Wan VAE weights not found: {p}")
-    sd = read_tensors(p)
+    sd = load_state_dict(p)
     if any(k.startswith("encoder.down_blocks.") or k.startswith("decoder.up_blocks.") for k in sd):
         return vae_from_diffusers_state(sd, config, what=str(p))
     return vae_from_diffusers_state(convert_original_vae(sd, config, what=str(p)), config, what=str(p))
@@ -331,10 +325,10 @@ def load_wan_alpha_decoder(base_vae, decoder_bin, merge_weights=None, lora_alpha
     `merge_weights`: optional file holding `middle.block.*`; without it `encode` refuses to run."""
     from rgbacli.models.rgba_vae import RGBAVAE
 
-    sd = read_tensors(decoder_bin)
+    sd = load_state_dict(decoder_bin)
     model = RGBAVAE(_as_base(base_vae), lora_rank=wan_alpha_rank(sd), lora_alpha=lora_alpha)
     if merge_weights is not None:
-        sd = {**sd, **read_tensors(merge_weights)}
+        sd = {**sd, **load_state_dict(merge_weights)}
     load_wan_alpha_state(model, sd, what=str(decoder_bin))
     model.encoder_ready = any(k.startswith(MERGE_KEY_PREFIX) for k in sd)
     return model
@@ -344,7 +338,7 @@ def load_wan_alpha_full(base_vae, path, lora_alpha: float = 1.0):
     """RGBAVAE from the full `Wan-Alpha-VAE.bin` (merge block required; base weights in it are used)."""
     from rgbacli.models.rgba_vae import RGBAVAE
 
-    sd = read_tensors(path)
+    sd = load_state_dict(path)
     model = RGBAVAE(_as_base(base_vae), lora_rank=wan_alpha_rank(sd), lora_alpha=lora_alpha)
     load_wan_alpha_state(model, sd, what=str(path), require_merge=True)
     return model
@@ -354,8 +348,8 @@ def load_comfy_pair(rgb_path, alpha_path, config: dict | None = None):
     """RGBAVAE (merged decoders, no LoRA, no merge block) from the ComfyUI repack pair of full VAEs."""
     from rgbacli.models.rgba_vae import RGBAVAE
 
-    rgb_sd = convert_original_vae(read_tensors(rgb_path), config, what=str(rgb_path))
-    alpha_sd = convert_original_vae(read_tensors(alpha_path), config, what=str(alpha_path),
+    rgb_sd = convert_original_vae(load_state_dict(rgb_path), config, what=str(rgb_path))
+    alpha_sd = convert_original_vae(load_state_dict(alpha_path), config, what=str(alpha_path),
                                     allow_missing_prefixes=("encoder.", "conv1."))
     base = vae_from_diffusers_state(rgb_sd, config, what=str(rgb_path))
     a_post = alpha_sd.get("post_quant_conv.weight")
