@@ -54,7 +54,7 @@ def test_base_vae_steps_lower_loss_and_resume(tmp_path):
             return (decode_unclamped(vae, vae.encode(x).latent_dist.mean) - x).abs().mean().item()
 
     before = l1()
-    cfg = BaseVAEConfig(steps=12, minutes=5, batch=2, lr=3e-3, ckpt_every=6)
+    cfg = BaseVAEConfig(steps=12, minutes=5, batch=2, lr=3e-3, ckpt_every=6, warmup=1)
     out = train_base_vae(vae, src, cfg, tmp_path / "ck.safetensors")
     assert out["steps"] == 12 and l1() < before * 0.9
     # resume continues from the checkpoint's step count
@@ -76,7 +76,7 @@ def test_rgba_vae_stage_lowers_loss():
 
     before = rec_err()
     base_before = {k: v.clone() for k, v in model.base.encoder.state_dict().items()}
-    train_rgba_vae(model, src, RGBAVAEConfig(steps=10, minutes=5, batch=2, image_batch=2, lr=3e-3),
+    train_rgba_vae(model, src, RGBAVAEConfig(steps=10, minutes=5, batch=2, image_batch=2, lr=3e-3, warmup=1),
                    __import__("pathlib").Path(__import__("tempfile").mkdtemp()) / "ck.safetensors")
     assert rec_err() < before
     for k, v in model.base.encoder.state_dict().items():  # the Wan encoder stays frozen

@@ -9,28 +9,24 @@ the signal and stalls a small VAE), plus a tiny KL that keeps the latent scale i
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from rgbacli.models.rgba_vae import COLORS, count_cache_slots, fill_latent_stats, hard_render, soft_render
-from rgbacli.train.checkpoint import load_checkpoint, save_checkpoint, trainable
+from rgbacli.train.checkpoint import trainable
+from rgbacli.train.loop import LoopConfig, run_loop
 from rgbacli.train.vae_losses import edge_loss
 
 
 @dataclass
-class BaseVAEConfig:
-    steps: int = 100_000
+class BaseVAEConfig(LoopConfig):
     minutes: float = 12.0
     batch: int = 8
     window: int = 5  # frames per training clip (4k+1); the causal VAE runs on any 4k+1 length
-    lr: float = 1e-3
     kl: float = 1e-6
     edge: float = 0.5
-    ckpt_every: int = 100
-    seed: int = 0
 
 
 def rgb_views(rgba: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -62,37 +58,19 @@ def new_base_vae(config: dict):
 
 
 def train_base_vae(vae, source, cfg: BaseVAEConfig, ckpt: Path, resume: bool = False, log=None) -> dict:
-    """Optimise the whole VAE; returns step count and the smoothed reconstruction L1."""
+    """Optimise the whole VAE (see the module docstring for the loss)."""
     vae.train().requires_grad_(True)
-    params = trainable(vae)
-    opt = torch.optim.AdamW(params.values(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    step = 0
-    if resume and ckpt.exists():
-        step, _ = load_checkpoint(ckpt, params, opt)
-    gen = torch.Generator().manual_seed(cfg.seed + step)
-    t0, ema = time.perf_counter(), None
-    while step < cfg.steps and time.perf_counter() - t0 < cfg.minutes * 60:
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / 50)
+
+    def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
         rgba, _ = source.batch(cfg.batch, window=cfg.window)
         x = rgb_views(rgba, gen) * 2 - 1
         post = vae.encode(x).latent_dist
         rec = decode_unclamped(vae, post.mean)
-        l1 = (rec - x).abs().mean()
-        loss = l1 + cfg.edge * edge_loss((rec + 1) / 2, (x + 1) / 2) + cfg.kl * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
-        opt.step()
-        step += 1
-        ema = l1.item() if ema is None else 0.95 * ema + 0.05 * l1.item()
-        if log:
-            log(step, cfg.steps, ema)
-        if step % cfg.ckpt_every == 0:
-            save_checkpoint(ckpt, params, opt, step)
-    save_checkpoint(ckpt, params, opt, step)
+        return (rec - x).abs().mean() + cfg.edge * edge_loss((rec + 1) / 2, (x + 1) / 2) + cfg.kl * post.kl().mean()
+
+    result = run_loop(trainable(vae), loss_fn, cfg, ckpt, resume, log)
     vae.eval().requires_grad_(False)
-    return {"steps": step, "l1_ema": ema, "seconds": time.perf_counter() - t0}
+    return result
 
 
 @torch.no_grad()
