@@ -8,7 +8,6 @@ and visit the GPU only while they run (`with engine.on_device(module):`).
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from rgbacli.device import resolve_device, resolve_dtype
 from rgbacli.errors import UsageError, WeightsError
 from rgbacli.presets import Preset, load_preset, require
-from rgbacli.weights.io import load_state_dict, read_metadata
+from rgbacli.weights.io import load_state_dict
 
 
 class Engine:
@@ -106,7 +105,9 @@ class Engine:
             with seeded(int(comp.get("seed", 0))):
                 model = cls(**comp.get("config", {}))
         elif fmt == "rgbacli":
-            model = _load_own(cls, self._path("transformer"), comp)
+            from rgbacli.weights.own import load_model
+
+            model = load_model(cls, self._path("transformer"), comp.get("config"))
         else:
             raise UsageError(f"preset '{self.preset.name}': unknown transformer format '{fmt}'")
         model = self._apply_adapters(model, comp)
@@ -129,6 +130,8 @@ class Engine:
             elif kind == "alpha-tokens":
                 from rgbacli.models.alpha_tokens import AlphaTokenTransformer, load_alpha_token_weights
 
+                if hasattr(model, "abs_pos"):  # the alpha half reuses the RGB half's positions
+                    model.abs_pos.copies = 2
                 model = AlphaTokenTransformer(model, rank=int(ad.get("rank", 128)),
                                               lora_alpha=float(ad.get("alpha", 1.0)))
                 load_alpha_token_weights(model, path)
@@ -170,23 +173,3 @@ def _transformer_class(family: str):
 
         return CogVideoXTransformer3DModel
     raise UsageError(f"unknown model family '{family}' (use wan or cogvideox)")
-
-
-def _load_own(cls, path: Path, comp: dict):
-    """Our own single-file format: safetensors with the model config as JSON in the metadata."""
-    meta = read_metadata(path)
-    config = json.loads(meta["config"]) if "config" in meta else comp.get("config")
-    if not config:
-        raise WeightsError(f"{path} has no model config in its metadata and the preset gives none")
-    model = cls(**config)
-    if "abs_pos" in meta:  # tiny DiT: absolute position table attached by a patch-embedding hook
-        from rgbacli.models.position_embedding import attach_position_embedding
-
-        attach_position_embedding(model, **json.loads(meta["abs_pos"]))
-    sd = load_state_dict(path)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing:
-        raise WeightsError(f"{path}: missing key {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
-    if unexpected:
-        raise WeightsError(f"{path}: unexpected key {unexpected[0]}" + (f" (+{len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
-    return model

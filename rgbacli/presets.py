@@ -51,6 +51,8 @@ class Preset:
     backend: str = "wan-alpha"
     family: str = "wan"
     embedded: bool = False
+    weights_folder: str | None = None  # embedded presets: folder under rgbacli/weights/ (default: name)
+    variants: dict[str, str] = field(default_factory=dict)  # backend → preset with that backend
     components: dict[str, dict[str, Any]] = field(default_factory=dict)
     sampling: dict[str, Any] = field(default_factory=dict)
 
@@ -103,7 +105,7 @@ def load_preset(name_or_path: str) -> Preset:
 def _parse(data: dict, path: Path) -> Preset:
     """Validate the TOML structure so that typos fail early with the offending key named."""
     known_top = {"name", "description", "backend", "family", "embedded", "sampling",
-                 "text_encoder", "transformer", "vae"}
+                 "text_encoder", "transformer", "vae", "weights_folder", "variants"}
     for key in data:
         if key not in known_top:
             raise UsageError(f"preset {path}: unknown key '{key}'")
@@ -128,6 +130,7 @@ def _parse(data: dict, path: Path) -> Preset:
     return Preset(
         name=str(data.get("name", path.stem)), source=path, description=str(data.get("description", "")),
         backend=backend, family=str(data.get("family", "wan")), embedded=bool(data.get("embedded", False)),
+        weights_folder=data.get("weights_folder"), variants=dict(data.get("variants", {})),
         components=components, sampling=sampling,
     )
 
@@ -159,7 +162,7 @@ def find_file(wf: WeightFile, preset: Preset, weights_dir=None) -> Path | None:
         return rel if rel.exists() else None
     candidates = []
     if preset.embedded:
-        candidates.append(PACKAGE_WEIGHTS / preset.name / rel)
+        candidates.append(PACKAGE_WEIGHTS / (preset.weights_folder or preset.name) / rel)
     candidates += [root / rel for root in search_roots(weights_dir)]
     candidates.append(preset.source.parent / rel)
     for c in candidates:
@@ -206,3 +209,15 @@ def default_preset(weights_dir=None) -> str:
         if all(f.found is not None or f.optional for f in files):
             return name
     return "tiny"
+
+
+def with_backend(preset: Preset, backend: str | None) -> Preset:
+    """The preset itself, or the variant it names for another backend (`--backend`)."""
+    if backend is None or backend == preset.backend:
+        return preset
+    if backend not in ("wan-alpha", "alpha-tokens"):
+        raise UsageError(f"unknown backend '{backend}' (use wan-alpha or alpha-tokens)")
+    if backend not in preset.variants:
+        others = ", ".join(n for n in sorted(shipped_presets()) if load_preset(n).backend == backend)
+        raise UsageError(f"preset '{preset.name}' has no {backend} backend (presets with one: {others})")
+    return load_preset(preset.variants[backend])

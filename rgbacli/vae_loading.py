@@ -2,7 +2,7 @@
 
 | preset [vae] format | what is read |
 |---|---|
-| rgbacli   | our single .safetensors (RGBAVAE.save), e.g. the embedded tiny model |
+| rgbacli   | our single .safetensors: RGBAVAE.save (wan-alpha) or a plain VAE (alpha tokens) |
 | random    | random initialisation from `config` (tests, benchmarks) |
 | diffusers / wan-original | Wan 2.1 base VAE + Wan-Alpha `decoder.bin` (+ `Wan-Alpha-VAE.bin` for encode) |
 | comfy     | the ComfyUI repack: full RGB and alpha VAEs, LoRA already merged (decode only) |
@@ -112,10 +112,10 @@ def _base_vae(engine, comp: dict, fmt: str, family: str) -> nn.Module:
 
         with seeded(int(comp.get("seed", 0))):
             return AutoencoderKLWan(**fill_latent_stats(comp.get("config", {})))
-    if fmt == "rgbacli":  # the base VAE inside our RGBA VAE file
-        from rgbacli.models.rgba_vae import RGBAVAE
+    if fmt == "rgbacli":  # our single-file diffusers VAE (e.g. the tiny model's base VAE)
+        from rgbacli.weights.own import load_model
 
-        return RGBAVAE.load(engine._path("vae")).base
+        return load_model(AutoencoderKLWan, engine._path("vae"))
     from rgbacli.weights import wan_vae
 
     return wan_vae.load_wan_vae(engine._path("vae"))

@@ -169,3 +169,22 @@ def test_cli_batch_manifest_failure_and_resume(cli, tmp_path, tiny_preset):
     doc = json.loads(r.stdout)
     assert [e.get("skipped") for e in doc["items"]] == [True, True]
     assert first.stat().st_mtime_ns == mtime
+
+
+def test_backend_flag_picks_the_variant(cli, tmp_path):
+    """--backend alpha-tokens switches to the preset's declared variant; without one it is a usage error."""
+    from rgbacli.models.alpha_tokens import AlphaTokenTransformer, save_alpha_token_weights
+
+    base = Engine(str(write_test_preset(tmp_path, "b")), device="cpu").transformer
+    save_alpha_token_weights(AlphaTokenTransformer(base, rank=2, lora_alpha=2.0), tmp_path / "at.safetensors")
+    variant = write_test_preset(tmp_path, "v-at", backend="alpha-tokens",
+                                adapters='adapters = [{ kind = "alpha-tokens", path = "at.safetensors", rank = 2, alpha = 2.0 }]')
+    main = write_test_preset(tmp_path, "v-main")
+    main.write_text(main.read_text().replace('family = "wan"', f'family = "wan"\nvariants = {{ alpha-tokens = "{variant}" }}'))
+    r = cli("generate", "a red orb", "--preset", main, "--backend", "alpha-tokens", "-o", tmp_path / "o.apng", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["preset"] == "v-at"
+    r = cli("generate", "a red orb", "--preset", variant, "--backend", "alpha-tokens", "-o", tmp_path / "o2.apng")
+    assert r.returncode == 0, r.stderr  # already that backend
+    r = cli("generate", "a red orb", "--preset", tmp_path / "b.toml", "--backend", "alpha-tokens", "-o", tmp_path / "x.apng")
+    assert r.returncode == 2 and "has no alpha-tokens backend" in r.stderr and not (tmp_path / "x.apng").exists()

@@ -36,6 +36,8 @@ def generate(
     shift: Optional[float] = typer.Option(None, "--shift", help="Flow-matching timestep shift."),
     solver: Optional[str] = typer.Option(None, "--solver", help="unipc or euler (default from preset)."),
     negative: Optional[str] = typer.Option(None, "--negative", help="Negative prompt (used when guidance > 1)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="wan-alpha (alpha in the latent, two "
+                                          "decoders) or alpha-tokens (TransPixar); default: the preset's."),
     motion_guidance: Optional[float] = typer.Option(None, "--motion-guidance",
                                                     help="GenTron motion-free guidance scale λM (e.g. 1.0–1.3)."),
     prompts: Optional[str] = typer.Option(None, "--prompts", help="Batch: file with one prompt per line or "
@@ -66,8 +68,10 @@ def generate(
         width, height = parse_size(size)
     common = dict(frames=frames, width=width, height=height, fps=fps, steps=steps, guidance=guidance,
                   shift=shift, solver=solver, negative=negative, motion_guidance=motion_guidance)
-    preset_name = preset or default_preset(weights_dir)
-    engine = Engine(preset_name, device=device, dtype=dtype, offload=offload, weights_dir=weights_dir)
+    from rgbacli.presets import load_preset, with_backend
+
+    chosen = with_backend(load_preset(preset or default_preset(weights_dir)), backend)
+    engine = Engine(chosen, device=device, dtype=dtype, offload=offload, weights_dir=weights_dir)
     if preset is None:
         info(f"rgba: using preset '{engine.preset.name}' (pass --preset to choose)")
     opts = dict(preview=preview, premultiplied=premultiplied, force=force)

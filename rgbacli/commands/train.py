@@ -92,6 +92,16 @@ def dora(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESU
     _run("dora", stage_dora, as_json, threads, run=out, minutes=minutes or 20, resume=resume, clips=clips)
 
 
+@train_app.command("alpha-tokens")
+def alpha_tokens(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
+                 clips: int = _CLIPS, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:
+    """Stage 4b (TransPixar): alpha tokens on the base DiT, for `--backend alpha-tokens`."""
+    from rgbacli.train.recipe import stage_alpha_tokens
+
+    _run("alpha-tokens", stage_alpha_tokens, as_json, threads, run=out, minutes=minutes or 18, resume=resume,
+         clips=clips)
+
+
 @train_app.command("export")
 def export(out: Path = _OUT, to: Optional[Path] = typer.Option(None, "--to", help="Destination folder "
            "(default: the package's tiny weights)."), as_json: bool = _JSON) -> None:

@@ -18,6 +18,7 @@ class FactorisedPositionEmbedding(nn.Module):
 
     def __init__(self, dim: int, frames: int, rows: int, cols: int):
         super().__init__()
+        self.copies = 1  # 2 under TransPixar alpha tokens: the alpha half reuses the RGB positions
         self.frame = nn.Parameter(torch.randn(frames, dim) * 0.02)
         self.row = nn.Parameter(torch.randn(rows, dim) * 0.02)
         self.col = nn.Parameter(torch.randn(cols, dim) * 0.02)
@@ -25,10 +26,12 @@ class FactorisedPositionEmbedding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: patch-embedded (B, D, F, H, W) → same shape with positions added."""
         _, _, f, h, w = x.shape
+        f //= self.copies
         if f > self.frame.shape[0] or h > self.row.shape[0] or w > self.col.shape[0]:
             raise ValueError(f"token grid {f}x{h}x{w} exceeds the position table "
                              f"{self.frame.shape[0]}x{self.row.shape[0]}x{self.col.shape[0]}")
         pos = (self.frame[:f, None, None] + self.row[None, :h, None] + self.col[None, None, :w])  # (F,H,W,D)
+        pos = pos.repeat(self.copies, 1, 1, 1)
         return x + pos.permute(3, 0, 1, 2).unsqueeze(0).to(x.dtype)
 
 

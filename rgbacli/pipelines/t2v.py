@@ -128,7 +128,7 @@ class TextToRGBAPipeline:
                 for i, timestep in enumerate(scheduler.timesteps):
                     x, ctx, off = plan.expand(latents.to(eng.dtype), cond, uncond)
                     with ctl.motion_off(off) if ctl else nullcontext():
-                        out = _denoise(model, x, timestep.expand(len(x)).to(eng.device), ctx, rope)
+                        out = denoise(model, x, timestep.expand(len(x)).to(eng.device), ctx, rope)
                     pred = plan.combine(out.float())
                     latents = scheduler.step(pred, timestep, latents, return_dict=False)[0]
                     if progress is not None:
@@ -165,7 +165,7 @@ def _embed(text_encoder, prompt: str) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
-def _denoise(model, x: torch.Tensor, timestep: torch.Tensor, ctx: torch.Tensor, rope=None) -> torch.Tensor:
+def denoise(model, x: torch.Tensor, timestep: torch.Tensor, ctx: torch.Tensor, rope=None) -> torch.Tensor:
     """One DiT forward: diffusers models return a tuple, the alpha-token wrapper a tensor."""
     if hasattr(model, "alpha_lora"):
         out = model(x, timestep, ctx, image_rotary_emb=rope) if rope is not None else model(x, timestep, ctx)

@@ -24,7 +24,7 @@ from rgbacli.train.vae_losses import edge_loss
 class BaseVAEConfig(LoopConfig):
     minutes: float = 12.0
     batch: int = 8
-    window: int = 5  # frames per training clip (4k+1); the causal VAE runs on any 4k+1 length
+    window: int = 9  # 4k+1 frames: two cached chunks after frame 0, so streaming through the cache is trained
     kl: float = 1e-6
     edge: float = 0.5
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from rgbacli.models.motion_free import enable_motion_free
+from rgbacli.pipelines.t2v import denoise
 from rgbacli.train.flow import noisy_input, sample_timesteps
 from rgbacli.train.latents import LatentSet
 from rgbacli.train.loop import LoopConfig, run_loop
@@ -58,8 +59,7 @@ def train_dit(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data:
         text = (text_encoder.encode(captions, warn=False) if _takes_warn(text_encoder) else
                 text_encoder.encode(captions))[0]
         with ctl.motion_off(still):
-            pred = transformer(hidden_states=x_t, timestep=t * 1000, encoder_hidden_states=text,
-                               return_dict=False)[0]
+            pred = denoise(transformer, x_t, t * 1000, text)
         return F.mse_loss(pred.float(), target)
 
     try:
@@ -82,7 +82,7 @@ def eval_loss(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data:
     transformer.eval()
     text = text_encoder.encode(data.captions[:n], warn=False)[0] if _takes_warn(text_encoder) else \
         text_encoder.encode(data.captions[:n])[0]
-    pred = transformer(hidden_states=x_t, timestep=t * 1000, encoder_hidden_states=text, return_dict=False)[0]
+    pred = denoise(transformer, x_t, t * 1000, text)
     transformer.train(was_training)
     return F.mse_loss(pred.float(), target).item()
 

@@ -4,12 +4,12 @@
 2. base-dit   text encoder + WanTransformer3DModel, RGB latents → text_encoder / transformer.safetensors
 3. rgba-vae   merge block + RGB/alpha decoder LoRAs (Wan-Alpha) → vae.safetensors
 4. dora       DoRA on the DiT over RGBA latents, motion-free    → dora.safetensors (Wan-Alpha layout)
-`export` copies the four shipped files into the package (rgbacli/weights/tiny/).
+4b. alpha-tokens  TransPixar alpha tokens on the base DiT          → alpha_tokens.safetensors
+`export` copies the shipped files into the package (rgbacli/weights/tiny/).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -18,8 +18,10 @@ from safetensors.torch import save_file
 
 from rgbacli.errors import RgbaError
 from rgbacli.train import tiny_config as tc
+from rgbacli.weights.own import load_model, save_model
 
-SHIPPED = ("text_encoder.safetensors", "transformer.safetensors", "dora.safetensors", "vae.safetensors")
+SHIPPED = ("text_encoder.safetensors", "transformer.safetensors", "dora.safetensors", "vae.safetensors",
+           "base_vae.safetensors", "alpha_tokens.safetensors")
 
 
 def _need(run: Path, name: str, stage: str) -> Path:
@@ -29,20 +31,10 @@ def _need(run: Path, name: str, stage: str) -> Path:
     return path
 
 
-def save_base_vae(vae, path: Path) -> None:
-    cfg = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(path),
-              metadata={"config": json.dumps(cfg)})
-
-
 def load_base_vae(path: Path):
     from diffusers import AutoencoderKLWan
 
-    from rgbacli.weights.io import load_state_dict, read_metadata
-
-    vae = AutoencoderKLWan(**json.loads(read_metadata(path)["config"]))
-    vae.load_state_dict(load_state_dict(path))
-    return vae.eval().requires_grad_(False)
+    return load_model(AutoencoderKLWan, path)
 
 
 def new_transformer():
@@ -53,13 +45,6 @@ def new_transformer():
     dit = WanTransformer3DModel(**tc.TINY_DIT)
     attach_position_embedding(dit, **tc.TINY_POS)
     return dit
-
-
-def save_transformer(dit, path: Path) -> None:
-    """Our own single file: base weights + the config and position-table size in the metadata."""
-    cfg = {k: v for k, v in dict(dit.config).items() if not k.startswith("_")}
-    sd = {k: v.detach().contiguous() for k, v in dit.state_dict().items()}
-    save_file(sd, str(path), metadata={"config": json.dumps(cfg), "abs_pos": json.dumps(tc.TINY_POS)})
 
 
 # ----------------------------------------------------------------------------- stages
@@ -75,7 +60,7 @@ def stage_base_vae(run: Path, minutes: float, resume: bool, folder: str | None, 
 
     mean, std = latent_stats(lambda x: vae.encode(soft_render(x, "black") * 2 - 1).latent_dist.mode(), source)
     vae.register_to_config(latents_mean=mean, latents_std=std)
-    save_base_vae(vae, run / "base_vae.safetensors")
+    save_model(vae, run / "base_vae.safetensors")
     return result
 
 
@@ -110,7 +95,7 @@ def stage_base_dit(run: Path, minutes: float, resume: bool, clips: int, log) -> 
                        run / "base_dit.ckpt.safetensors", resume, log)
     result.update(eval_loss_before=before, eval_loss=eval_loss(dit, text, data))
     text.save(run / "text_encoder.safetensors")
-    save_transformer(dit, run / "transformer.safetensors")
+    save_model(dit, run / "transformer.safetensors", abs_pos=tc.TINY_POS)
     return result
 
 
@@ -136,7 +121,7 @@ def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, 
 
 
 def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log) -> dict:
-    from rgbacli.engine import _load_own
+    from rgbacli.weights.own import load_model
     from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
     from rgbacli.models.rgba_vae import RGBAVAE
     from rgbacli.models.text_encoder import TinyTextEncoder
@@ -154,7 +139,7 @@ def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log) -> dict
     from diffusers import WanTransformer3DModel
 
     text = TinyTextEncoder.load(_need(run, "text_encoder.safetensors", "base-dit")).requires_grad_(False)
-    dit = _load_own(WanTransformer3DModel, _need(run, "transformer.safetensors", "base-dit"), {})
+    dit = load_model(WanTransformer3DModel, _need(run, "transformer.safetensors", "base-dit"))
     dit.requires_grad_(False)
     add_dora_adapter(dit, rank=tc.TINY_DORA["rank"], alpha=tc.TINY_DORA["alpha"])
     params = {k: p for k, p in dit.named_parameters() if p.requires_grad}
@@ -163,6 +148,49 @@ def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log) -> dict
                        run / "dora.ckpt.safetensors", resume, log)
     result.update(eval_loss_before=before, eval_loss=eval_loss(dit, text, data))
     save_file({k: v.contiguous() for k, v in export_dora_state_dict(dit).items()}, str(run / "dora.safetensors"))
+    return result
+
+
+def stage_alpha_tokens(run: Path, minutes: float, resume: bool, clips: int, log) -> dict:
+    """TransPixar on the tiny DiT: [RGB ; alpha] latents from the plain base VAE (alpha as grey),
+    domain embedding + alpha-only LoRA trained, base DiT and text encoder frozen."""
+    from diffusers import WanTransformer3DModel
+
+    from rgbacli.models.alpha_tokens import AlphaTokenTransformer, save_alpha_token_weights
+    from rgbacli.models.text_encoder import TinyTextEncoder
+    from rgbacli.train.dit import DiTTrainConfig, eval_loss, train_dit
+    from rgbacli.train.latents import LatentSet, encode_procedural
+
+    cache = run / "alpha_token_latents.safetensors"
+    if cache.exists():
+        data = LatentSet.load(cache)
+    else:
+        vae = load_base_vae(_need(run, "base_vae.safetensors", "base-vae"))
+        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+
+        def encode(x):  # the same clip twice: its RGB over black, then its alpha as grey
+            from rgbacli.models.rgba_vae import soft_render
+
+            rgb = vae.encode(soft_render(x, "black") * 2 - 1).latent_dist.mode()
+            alpha = vae.encode(x[:, 3:4].expand(-1, 3, -1, -1, -1) * 2 - 1).latent_dist.mode()
+            return (torch.cat([rgb, alpha], dim=2) - mean) / std
+
+        data = encode_procedural(encode, clips, seed0=100_000, size=tc.TINY_SIZE, frames=tc.TINY_FRAMES,
+                                 progress=lambda i, n: log(i, n, None, "encode RGB+alpha latents"))
+        data.save(cache)
+    text = TinyTextEncoder.load(_need(run, "text_encoder.safetensors", "base-dit")).requires_grad_(False)
+    base = load_model(WanTransformer3DModel, _need(run, "transformer.safetensors", "base-dit"))
+    base.abs_pos.copies = 2
+    dit = AlphaTokenTransformer(base, rank=tc.TINY_ALPHA_TOKENS["rank"], lora_alpha=tc.TINY_ALPHA_TOKENS["alpha"])
+    params = {f"adapter.{i}": p for i, p in enumerate(dit.adapter_parameters())}
+    for p in params.values():
+        p.requires_grad_(True)
+    before = eval_loss(dit, text, data)
+    result = train_dit(dit, text, data, params, DiTTrainConfig(minutes=minutes, steps=100_000, lr=1e-3),
+                       run / "alpha_tokens.ckpt.safetensors", resume, log)
+    result.update(eval_loss_before=before, eval_loss=eval_loss(dit, text, data))
+    save_alpha_token_weights(dit, run / "alpha_tokens.safetensors", force=True)
     return result
 
 

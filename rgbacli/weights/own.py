@@ -1,0 +1,41 @@
+"""Our single-file format for diffusers models: safetensors weights + the model config as JSON metadata.
+
+Used for the embedded model's base VAE and DiT; a DiT file may also carry `abs_pos` (the size of
+the absolute position table, rgbacli/models/position_embedding.py), re-attached on load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from rgbacli.errors import WeightsError
+from rgbacli.weights.io import load_state_dict, read_metadata
+
+
+def save_model(model, path: Path, **extra) -> None:
+    """Write weights and `model.config` (plus any extra JSON-able metadata) to one file."""
+    config = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
+    meta = {"config": json.dumps(config), **{k: json.dumps(v) for k, v in extra.items()}}
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
+
+
+def load_model(cls, path: Path, config: dict | None = None):
+    """Rebuild `cls` from the stored config (or `config`) and load the weights strictly."""
+    meta = read_metadata(path)
+    cfg = json.loads(meta["config"]) if "config" in meta else config
+    if not cfg:
+        raise WeightsError(f"{path} has no model config in its metadata and the preset gives none")
+    model = cls(**cfg)
+    if "abs_pos" in meta:
+        from rgbacli.models.position_embedding import attach_position_embedding
+
+        attach_position_embedding(model, **json.loads(meta["abs_pos"]))
+    missing, unexpected = model.load_state_dict(load_state_dict(path), strict=False)
+    for kind, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            more = f" (+{len(keys) - 1} more)" if len(keys) > 1 else ""
+            raise WeightsError(f"{path}: {kind} key {keys[0]}{more}")
+    return model.eval().requires_grad_(False)
