@@ -29,28 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DIRS = {"up": (0, -1), "down": (0, 1), "left": (-1, 0), "right": (1, 0)}
 
 
-def vae_figures(engine, n: int) -> dict:
-    from rgbacli.data import ProceduralDataset
-
-    ds = ProceduralDataset(split="heldout", length=n)
-    ious, maes, psnrs = [], [], []
-    for i in range(n):
-        x = torch.from_numpy(ds[i].rgba).permute(3, 0, 1, 2)[None]
-        with torch.no_grad():
-            y = engine.vae.decode(engine.vae.encode(x))[0]
-        a, b = x[0, 3], y[3]
-        inter = ((a > 0.5) & (b > 0.5)).sum().item()
-        union = ((a > 0.5) | (b > 0.5)).sum().item()
-        ious.append(inter / union if union else 1.0)
-        maes.append((a - b).abs().mean().item())
-        opaque = a > 0.99
-        if opaque.any():
-            mse = ((x[0, :3] - y[:3]) ** 2)[:, opaque].mean().item()
-            psnrs.append(10 * np.log10(1.0 / max(mse, 1e-10)))
-    return {"clips": n, "alpha_iou": float(np.mean(ious)), "alpha_mae": float(np.mean(maes)),
-            "rgb_psnr_opaque_db": float(np.mean(psnrs)) if psnrs else None}
-
-
 def object_hue(frames: np.ndarray) -> tuple[float, float]:
     """Alpha-weighted mean colour of the object → (hue in degrees, saturation)."""
     a = frames[..., 3:4]
@@ -165,10 +143,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from rgbacli.engine import Engine
+    from rgbacli.evaluation import vae_reconstruction
 
     engine = Engine(args.preset, device="cpu")
     t0 = time.perf_counter()
-    report = {"preset": args.preset, "vae": vae_figures(engine, args.clips)}
+    report = {"preset": args.preset, "vae": vae_reconstruction(engine.vae, args.clips)}
     gen, clips = generation_figures(engine, args.prompts, args.steps, args.guidance,
                                     lambda i, n: print(f"\r{i}/{n}", end="", file=sys.stderr))
     print(file=sys.stderr)

@@ -21,15 +21,14 @@ import time
 
 import torch
 
-TINY = dict(base_dim=32, z_dim=8, dim_mult=[1, 2, 4], num_res_blocks=1, attn_scales=[],
-            temperal_downsample=[False, True], scale_factor_temporal=2, scale_factor_spatial=4)
+from rgbacli.train.tiny_config import TINY_VAE as TINY, TINY_VAE_LORA  # noqa: E402  (the embedded model's VAE)
 
 
 def _model(weights: str | None, device: str):
     from rgbacli.models.rgba_vae import RGBAVAE
 
     torch.manual_seed(0)
-    m = RGBAVAE.load(weights) if weights else RGBAVAE.from_config(TINY, lora_rank=16, lora_alpha=16)
+    m = RGBAVAE.load(weights) if weights else RGBAVAE.from_config(TINY, lora_rank=TINY_VAE_LORA["rank"], lora_alpha=TINY_VAE_LORA["alpha"])
     return m.to(device).eval()
 
 
@@ -100,28 +99,11 @@ def speed(args) -> dict:
     return res
 
 
-def disc_clip(frames: int, size: int) -> torch.Tensor:
-    """A soft-edged disc moving left to right over a transparent background: (1,4,T,H,W)."""
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    out = torch.zeros(1, 4, frames, size, size)
-    for t in range(frames):
-        cx = size * (0.25 + 0.5 * t / max(frames - 1, 1))
-        d = ((xx - cx) ** 2 + (yy - size / 2) ** 2).sqrt()
-        a = (size * 0.2 - d).clamp(0, 1.5) / 1.5
-        out[0, 3, t] = a
-        out[0, 0, t], out[0, 1, t], out[0, 2, t] = 0.9, 0.3 * a, 0.2
-    return out
-
-
 def alpha_quality(args) -> dict:
-    """Alpha MAE and IoU (α>0.5) of encode→decode on procedural clips (meaningful for trained weights)."""
-    m = _model(args.weights, args.device)
-    x = disc_clip(17, args.size).to(args.device)
-    with torch.no_grad():
-        y = m.decode(m.encode(x))
-    a, b = y[:, 3] > 0.5, x[:, 3] > 0.5
-    iou = (a & b).sum().item() / max((a | b).sum().item(), 1)
-    return {"alpha_mae": (y[:, 3] - x[:, 3]).abs().mean().item(), "alpha_iou": iou}
+    """Alpha IoU (α>0.5), alpha MAE, RGB PSNR of encode→decode on held-out procedural clips."""
+    from rgbacli.evaluation import vae_reconstruction
+
+    return vae_reconstruction(_model(args.weights, args.device), n=24)
 
 
 def main() -> None:

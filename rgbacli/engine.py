@@ -24,13 +24,12 @@ class Engine:
     """Loaded components of one preset on one device; lazily built, cached for the process."""
 
     def __init__(self, preset: Preset | str, device: str = "auto", dtype: str = "auto",
-                 offload: bool = False, weights_dir: str | None = None, vae_tiling: bool = False):
+                 offload: bool = False, weights_dir: str | None = None):
         self.preset = load_preset(preset) if isinstance(preset, str) else preset
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.offload = offload and self.device.type == "cuda"
         self.weights_dir = weights_dir
-        self.vae_tiling = vae_tiling
 
     # ----------------------------------------------------------------- placement
     @property

@@ -92,8 +92,6 @@ def load_vae(engine) -> nn.Module:
         raise UsageError(f"preset '{engine.preset.name}': unknown vae format '{fmt}'")
     if vae.has_lora and vae.merged is None:
         vae.merge_lora(drop_lora=True)  # fused decoder copies: no LoRA convs per frame at inference
-    if engine.vae_tiling:
-        vae.base.enable_tiling()
     return vae
 
 

@@ -107,3 +107,21 @@ def test_base_dit_and_dora_steps_lower_loss(tmp_path):
     assert after < mid
     sd = export_dora_state_dict(dit)
     assert any(k.startswith("blocks.0.self_attn.q.lora_magnitude_vector") for k in sd)
+
+
+def test_merge_block_starts_in_the_base_latent_space():
+    """After init_merge_from_encoder_head, encode() equals the base VAE's posterior mean of the
+    hard-rendered RGB (normalised), so the RGB decoder and an RGB-trained DiT work from step 0."""
+    from rgbacli.models.rgba_vae import hard_render
+
+    torch.manual_seed(0)
+    m = RGBAVAE.from_config(VAE, lora_rank=2, lora_alpha=2).init_merge_from_encoder_head().eval()
+    x = FixedClips(b=1).rgba
+    with torch.no_grad():
+        z = m.denormalize(m.encode(x))
+        ref = m.base.encode(hard_render(x, "black") * 2 - 1).latent_dist.mean
+        x2 = x.clone()
+        x2[:, 3] = x2[:, 3] * 0.5  # alpha changes that keep α>0 are invisible at init (alpha branch is zero)
+        z2 = m.denormalize(m.encode(x2))
+    assert torch.allclose(z, ref, atol=1e-4)
+    assert torch.allclose(z, z2, atol=1e-5)

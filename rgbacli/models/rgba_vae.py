@@ -276,6 +276,34 @@ class RGBAVAE(nn.Module):
         model.encoder_ready = bool(c.get("encoder_ready", True))
         return model
 
+    @torch.no_grad()
+    def init_merge_from_encoder_head(self) -> "RGBAVAE":
+        """Start the merge block as the frozen encoder's own head applied to the RGB features.
+
+        conv_in passes the RGB half through (alpha half zero), residual and attention blocks start
+        as identity, and RMSNorm → SiLU → conv_out equal the encoder head with quant_conv's mean rows
+        folded in. The RGBA latent then starts *in the base latent space*, where the RGB decoder is
+        already exact and a DiT trained on RGB latents already works; training adds alpha from there.
+        """
+        m, enc, z = self.merge, self.base.encoder, self.base.config.z_dim
+        if self.merge_dim != self.feat_dim or enc.norm_out.gamma.shape != m.norm_out.gamma.shape:
+            raise RgbaError("init from the encoder head needs merge_dim equal to the encoder feature width")
+        c = self.feat_dim
+        m.conv_in.weight.zero_()
+        m.conv_in.bias.zero_()
+        m.conv_in.weight[:, :c].copy_(torch.eye(c).view(c, c, 1, 1, 1))
+        for res in m.resnets:
+            res.conv2.weight.zero_()
+            res.conv2.bias.zero_()
+        for attn in m.attentions:
+            attn.proj.weight.zero_()
+            attn.proj.bias.zero_()
+        m.norm_out.gamma.copy_(enc.norm_out.gamma)
+        wq = self.base.quant_conv.weight[:z, :, 0, 0, 0]  # mean rows of the 1x1 quant conv
+        m.conv_out.weight.copy_(torch.einsum("om,mikhw->oikhw", wq, enc.conv_out.weight))
+        m.conv_out.bias.copy_(wq @ enc.conv_out.bias + self.base.quant_conv.bias[:z])
+        return self
+
     def freeze_base(self) -> None:
         """Frozen: the Wan encoder/decoder weights. Trainable: merge block + both LoRA adapters."""
         self.base.requires_grad_(False)

@@ -107,6 +107,7 @@ def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, 
 
     base = load_base_vae(_need(run, "base_vae.safetensors", "base-vae"))
     model = RGBAVAE(base, lora_rank=tc.TINY_VAE_LORA["rank"], lora_alpha=tc.TINY_VAE_LORA["alpha"])
+    model.init_merge_from_encoder_head()  # start in the base latent space (overwritten on --resume)
     source = ClipSource(tc.TINY_SIZE, tc.TINY_FRAMES, folder, seed=1)
     result = train_rgba_vae(model, source, RGBAVAEConfig(minutes=minutes), run / "rgba_vae.ckpt.safetensors",
                             resume, log)

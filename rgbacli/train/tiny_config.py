@@ -12,6 +12,6 @@ TINY_DIT = dict(patch_size=[1, 4, 4], num_attention_heads=4, attention_head_dim=
 TINY_POS = dict(frames=16, rows=8, cols=8)  # absolute position table (covers up to 128x128, 31 frames)
 
 TINY_TEXT = dict(width=128, layers=2, heads=4, max_len=24)
-TINY_VAE_LORA = dict(rank=8, alpha=8.0)  # scale 1; conv LoRA costs ~r/channels of its conv (8–32 channels here)
+TINY_VAE_LORA = dict(rank=8, alpha=8.0)  # scale 1; a conv LoRA costs ~r/channels of its conv (8–32 channels here)
 TINY_DORA = dict(rank=16, alpha=16.0)
 TINY_ALPHA_TOKENS = dict(rank=16, alpha=16.0)  # TransPixar alpha-token LoRA (reference: rank 128)
