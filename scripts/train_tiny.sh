@@ -9,12 +9,13 @@ rgba="$root/.venv/bin/rgba"
 run="${1:-$root/runs/tiny}"
 mkdir -p "$run"
 "$rgba" train base-vae --out "$run" --minutes 21 --threads 2
-"$rgba" train base-dit --out "$run" --minutes 27 --threads 1 > "$run/base-dit.log" 2>&1 &
+"$rgba" train base-dit --out "$run" --minutes 30 --threads 1 > "$run/base-dit.log" 2>&1 &
 dit=$!
-"$rgba" train rgba-vae --out "$run" --minutes 25 --threads 1 > "$run/rgba-vae.log" 2>&1 &
+"$rgba" train rgba-vae --out "$run" --minutes 22 --threads 1 > "$run/rgba-vae.log" 2>&1 &
 vae=$!
 wait "$dit"; wait "$vae"
 tail -n 1 "$run/base-dit.log" "$run/rgba-vae.log"
-"$rgba" train dora --out "$run" --minutes 18 --threads 2
+"$rgba" train dora --out "$run" --minutes 20 --threads 2
+"$rgba" train alpha-tokens --out "$run" --minutes 6 --threads 2
 "$rgba" train export --out "$run"
 echo "done: the tiny preset now uses the weights from $run"
