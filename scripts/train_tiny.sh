@@ -15,7 +15,8 @@ dit=$!
 vae=$!
 wait "$dit"; wait "$vae"
 tail -n 1 "$run/base-dit.log" "$run/rgba-vae.log"
-"$rgba" train dora --out "$run" --minutes 20 --threads 2
-"$rgba" train alpha-tokens --out "$run" --minutes 6 --threads 2
+"$rgba" train dora --out "$run" --minutes 14 --threads 1 --clips 800 &
+"$rgba" train alpha-tokens --out "$run" --minutes 10 --threads 1 --clips 800 &
+wait
 "$rgba" train export --out "$run"
 echo "done: the tiny preset now uses the weights from $run"
