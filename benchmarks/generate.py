@@ -116,16 +116,17 @@ def child(args) -> None:
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # high-water mark after loading
     t = time.perf_counter()
     result = pipe(p)
     if cuda:
         torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+        peak, loaded = torch.cuda.max_memory_allocated(), before
+    else:  # absolute peak RSS of the process; `loaded_mb` is the peak reached while loading
+        peak, loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, before
     print(json.dumps({"frames": args.frames, "seconds": time.perf_counter() - t, "peak_mb": peak / 2**20,
-                      "per_step_s": result.timings["denoise_s"] / args.steps, **result.timings}))
+                      "loaded_mb": loaded / 2**20, "per_step_s": result.timings["denoise_s"] / args.steps,
+                      **result.timings}))
 
 
 def run_child(preset: Path, frames: int, width: int, height: int, steps: int, device: str, threads: int) -> dict:
@@ -168,6 +169,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--parts", default="overhead,scale", help="comma list: overhead, scale")
     args = ap.parse_args()
     if args.child:
         return child(args)
@@ -175,15 +177,16 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="rgba-bench-"))
     report = {}
     # 1. RGBA overhead on the tiny preset (trained weights) and on a medium random config + alpha tokens.
+    parts = set(args.parts.split(","))
     med = write_preset(tmp, "medium", MEDIUM_CFG)
-    med_at = write_preset(tmp, "medium-at", MEDIUM_CFG, backend="alpha-tokens")
-    try:
-        report["overhead_tiny"] = overhead("tiny", 64, 17, 16, args.device, args.repeat, None)
-    except Exception as e:  # the tiny weights may not be trained yet
-        report["overhead_tiny"] = {"skipped": str(e).splitlines()[0]}
-    report["overhead_medium"] = overhead(str(med), 128, 17, 4, args.device, args.repeat, str(med_at))
+    if "overhead" in parts:
+        med_at = write_preset(tmp, "medium-at", MEDIUM_CFG, backend="alpha-tokens")
+        report["overhead_tiny"] = overhead("tiny", 64, 17, 16, args.device, args.repeat, "tiny-alpha-tokens")
+        report["overhead_medium"] = overhead(str(med), 128, 17, 4, args.device, args.repeat, str(med_at))
     # 2. Scale: seconds and peak memory vs frames on the medium config.
-    report["scale_medium_128x128"] = [run_child(med, f, 128, 128, 4, args.device, args.threads) for f in (17, 33, 65)]
+    if "scale" in parts:
+        report["scale_medium_128x128"] = [run_child(med, f, 128, 128, 4, args.device, args.threads)
+                                          for f in (17, 33, 65)]
     # 3. Real scale on a GPU: random-init Wan2.1-1.3B at 832x480x81, 4 steps, bf16, ours vs WanPipeline.
     if args.device.startswith("cuda"):
         big = write_preset(tmp, "wan13b", WAN13B_CFG)
@@ -192,13 +195,14 @@ def main() -> None:
     else:
         report["wan13b"] = "not run: no CUDA GPU on this machine (pass --device cuda where one exists)"
     print(json.dumps(report, indent=2))
-    o = report["overhead_medium"]
-    print(f"\nRGBA overhead (medium, Wan-Alpha path): {o['rgba_over_rgb']:.3f}x  (target <= 1.10)")
-    print(f"alpha-token backend vs RGB-only:         {o['alpha_tokens_over_rgb']:.3f}x  (reference design ~2-4x)")
-    if "rgba_over_rgb" in report["overhead_tiny"]:
-        print(f"RGBA overhead (tiny preset, 16 steps):   {report['overhead_tiny']['rgba_over_rgb']:.3f}x")
-    for row in report["scale_medium_128x128"]:
-        print(f"frames {row['frames']:3d}: {row['seconds']:.2f}s, peak {row['peak_mb']:.0f} MB")
+    for name in ("overhead_tiny", "overhead_medium"):
+        if name in report:
+            o = report[name]
+            print(f"{name}: RGBA/RGB-only {o['rgba_over_rgb']:.3f}x (target <= 1.10); "
+                  f"alpha tokens/RGB-only {o['alpha_tokens_over_rgb']:.3f}x (reference design ~2-4x)")
+    for row in report.get("scale_medium_128x128", []):
+        print(f"frames {row['frames']:3d}: {row['seconds']:.2f}s (denoise {row['denoise_s']:.2f}s, "
+              f"decode {row['decode_s']:.2f}s), peak RSS {row['peak_mb']:.0f} MB (after load {row['loaded_mb']:.0f} MB)")
 
 
 if __name__ == "__main__":
