@@ -158,6 +158,33 @@ def wan_pipeline_gpu(preset: Path, width: int, height: int, frames: int, steps: 
     return {"seconds": time.perf_counter() - t, "peak_mb": (torch.cuda.max_memory_allocated() - before) / 2**20}
 
 
+def flop_ratios(steps: int = 4) -> dict:
+    """Compute (not time) at real scale, counted on meta tensors: one DiT step of Wan2.1-1.3B/14B and
+    one Wan 2.1 VAE decode at 832x480x81, and the RGBA/RGB-only ratio a second decoder implies."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def count(fn):
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            fn()
+        return fc.get_total_flops() / 1e12
+
+    with torch.device("meta"):
+        x, t, ctx = torch.randn(1, 16, 21, 60, 104), torch.tensor([500.0]), torch.randn(1, 512, 4096)
+        vae = AutoencoderKLWan()
+        dits = {"1.3B": WanTransformer3DModel(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960,
+                                              num_layers=30),
+                "14B": WanTransformer3DModel(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824,
+                                             num_layers=40)}
+    decode = count(lambda: vae.decode(x))
+    out = {"decode_tflop": decode, "steps": steps}
+    for name, dit in dits.items():
+        step = count(lambda: dit(x, t, ctx, return_dict=False))
+        rgb = steps * step + decode
+        out[name] = {"dit_step_tflop": step, "rgba_over_rgb": (rgb + decode) / rgb}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -169,7 +196,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--parts", default="overhead,scale", help="comma list: overhead, scale")
+    ap.add_argument("--parts", default="overhead,scale,flops", help="comma list: overhead, scale, flops")
     args = ap.parse_args()
     if args.child:
         return child(args)
@@ -187,6 +214,8 @@ def main() -> None:
     if "scale" in parts:
         report["scale_medium_128x128"] = [run_child(med, f, 128, 128, 4, args.device, args.threads)
                                           for f in (17, 33, 65)]
+    if "flops" in parts:
+        report["flops_832x480x81"] = flop_ratios()
     # 3. Real scale on a GPU: random-init Wan2.1-1.3B at 832x480x81, 4 steps, bf16, ours vs WanPipeline.
     if args.device.startswith("cuda"):
         big = write_preset(tmp, "wan13b", WAN13B_CFG)
@@ -200,6 +229,11 @@ def main() -> None:
             o = report[name]
             print(f"{name}: RGBA/RGB-only {o['rgba_over_rgb']:.3f}x (target <= 1.10); "
                   f"alpha tokens/RGB-only {o['alpha_tokens_over_rgb']:.3f}x (reference design ~2-4x)")
+    if "flops_832x480x81" in report:
+        f = report["flops_832x480x81"]
+        for name in ("1.3B", "14B"):
+            print(f"compute at 832x480x81, {f['steps']} steps, Wan2.1-{name}: DiT step {f[name]['dit_step_tflop']:.0f} "
+                  f"TFLOP, VAE decode {f['decode_tflop']:.0f} TFLOP → RGBA/RGB-only {f[name]['rgba_over_rgb']:.3f}x")
     for row in report.get("scale_medium_128x128", []):
         print(f"frames {row['frames']:3d}: {row['seconds']:.2f}s (denoise {row['denoise_s']:.2f}s, "
               f"decode {row['decode_s']:.2f}s), peak RSS {row['peak_mb']:.0f} MB (after load {row['loaded_mb']:.0f} MB)")
