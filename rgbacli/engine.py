@@ -146,7 +146,7 @@ class Engine:
         """The RGBA VAE (wan-alpha backend) or the plain video VAE (alpha-tokens backend)."""
         from rgbacli.vae_loading import load_vae
 
-        return self._place(load_vae(self), torch.float32 if self.dtype == torch.float32 else self.dtype)
+        return self._place(load_vae(self))
 
     def describe(self) -> dict:
         """A JSON-friendly summary of what runs where."""
