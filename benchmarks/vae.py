@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from rgbacli.train.tiny_config import TINY_VAE as TINY, TINY_VAE_LORA  # noqa: E402  (the embedded model's VAE)
+from rgbacli.train.tiny_config import TINY_VAE as TINY, TINY_VAE_LORA  # the embedded model's VAE
 
 
 def _model(weights: str | None, device: str):

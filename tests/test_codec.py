@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from conftest import write_test_preset
 
 from rgbacli.engine import Engine

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from diffusers import WanTransformer3DModel
-from diffusers.models.transformers.transformer_wan import WanAttnProcessor
 
 from rgbacli.models.motion_free import (
     FrameLayout,

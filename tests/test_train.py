@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
-from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict, merge_dora
+from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
 from rgbacli.models.position_embedding import attach_position_embedding
 from rgbacli.models.rgba_vae import RGBAVAE
 from rgbacli.models.text_encoder import TinyTextEncoder
@@ -68,7 +67,6 @@ def test_rgba_vae_stage_lowers_loss():
     torch.manual_seed(0)
     model = RGBAVAE.from_config(VAE, lora_rank=2, lora_alpha=2)
     src = FixedClips()
-    gen = torch.Generator().manual_seed(0)
 
     def rec_err():
         with torch.no_grad():

@@ -48,13 +48,6 @@ def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
-def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
-    """(w, h) × scale, rounded, at least 1 pixel."""
-    if not scale > 0:
-        raise UsageError(f"--scale must be positive, got {scale}")
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
-
-
 @dataclass
 class Layer:
     """A foreground clip with its top-left at `position` (may be negative), resized by `scale`,

@@ -33,11 +33,13 @@ class HFTextEncoder(nn.Module):
         return cls(model, tokenizer, max_length)
 
     @torch.no_grad()
-    def encode(self, prompts: list[str]) -> torch.Tensor:
-        """(B, max_length, D) hidden states; positions past each prompt's tokens are zeroed (as Wan does)."""
+    def encode(self, prompts: list[str], warn: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden (B, max_length, D), mask (B, max_length) bool), the tiny encoder's interface;
+        positions past each prompt's tokens are zeroed (as Wan does). `warn` is unused: the
+        tokenizer knows every word."""
         tok = self.tokenizer(prompts, padding="max_length", max_length=self.max_length, truncation=True,
                              add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
         device = next(self.model.parameters()).device
         ids, mask = tok.input_ids.to(device), tok.attention_mask.to(device)
         hidden = self.model(ids, mask).last_hidden_state
-        return hidden * mask.unsqueeze(-1).to(hidden.dtype)
+        return hidden * mask.unsqueeze(-1).to(hidden.dtype), mask.bool()

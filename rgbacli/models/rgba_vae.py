@@ -331,11 +331,6 @@ class RGBAVAE(nn.Module):
         """Normalised latent → raw Wan latent for the decoder."""
         return z * self.latents_std.to(z) + self.latents_mean.to(z)
 
-    @property
-    def latent_channels(self) -> int:
-        """Channels of the latent the DiT denoises (the base VAE's z_dim)."""
-        return int(self.base.config.z_dim)
-
     def latent_frames(self, num_frames: int) -> int:
         """1 + (T−1)/temporal_factor latent frames for T = 4k+1 input frames."""
         return 1 + (num_frames - 1) // self.temporal_factor

@@ -104,8 +104,8 @@ class TextToRGBAPipeline:
         alpha_tokens = eng.preset.backend == "alpha-tokens"
 
         with eng.on_device(eng.text_encoder) as te:
-            cond = _embed(te, p.prompt).to(eng.device, eng.dtype)
-            uncond = _embed(te, p.negative).to(eng.device, eng.dtype) if plan.needs_uncond_text else None
+            cond = te.encode([p.prompt])[0].to(eng.device, eng.dtype)
+            uncond = te.encode([p.negative])[0].to(eng.device, eng.dtype) if plan.needs_uncond_text else None
         timings["text_s"] = time.perf_counter() - t0
 
         gen = torch.Generator("cpu").manual_seed(int(p.seed))
@@ -157,12 +157,6 @@ class TextToRGBAPipeline:
         if video.shape[0] == 3:  # RGB-only decode (benchmarks): opaque alpha
             video = torch.cat([video, torch.ones_like(video[:1])], dim=0)
         return GenerateResult(video.permute(1, 2, 3, 0).cpu().contiguous(), p, timings, plan.num_passes)
-
-
-def _embed(text_encoder, prompt: str) -> torch.Tensor:
-    """(1, L, D) text hidden states from either encoder kind (tiny returns (hidden, mask))."""
-    out = text_encoder.encode([prompt])
-    return out[0] if isinstance(out, tuple) else out
 
 
 def denoise(model, x: torch.Tensor, timestep: torch.Tensor, ctx: torch.Tensor, rope=None) -> torch.Tensor:

@@ -56,8 +56,7 @@ def train_dit(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data:
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         t = sample_timesteps(cfg.batch, gen, cfg.t_shift)
         x_t, target = noisy_input(z, torch.randn(z.shape, generator=gen), t)
-        text = (text_encoder.encode(captions, warn=False) if _takes_warn(text_encoder) else
-                text_encoder.encode(captions))[0]
+        text = text_encoder.encode(captions, warn=False)[0]
         with ctl.motion_off(still):
             pred = denoise(transformer, x_t, t * 1000, text)
         return F.mse_loss(pred.float(), target)
@@ -80,14 +79,7 @@ def eval_loss(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data:
     x_t, target = noisy_input(z, torch.randn(z.shape, generator=gen), t)
     was_training = transformer.training
     transformer.eval()
-    text = text_encoder.encode(data.captions[:n], warn=False)[0] if _takes_warn(text_encoder) else \
-        text_encoder.encode(data.captions[:n])[0]
+    text = text_encoder.encode(data.captions[:n], warn=False)[0]
     pred = denoise(transformer, x_t, t * 1000, text)
     transformer.train(was_training)
     return F.mse_loss(pred.float(), target).item()
-
-
-def _takes_warn(text_encoder) -> bool:
-    import inspect
-
-    return "warn" in inspect.signature(text_encoder.encode).parameters
