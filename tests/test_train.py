@@ -9,7 +9,8 @@ from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
 from rgbacli.models.position_embedding import attach_position_embedding
 from rgbacli.models.rgba_vae import RGBAVAE
 from rgbacli.models.text_encoder import TinyTextEncoder
-from rgbacli.train.base_vae import BaseVAEConfig, decode_unclamped, new_base_vae, train_base_vae
+from rgbacli.train.base_vae import (BaseVAEConfig, decode_unclamped, init_latent_scale, new_base_vae, train_base_vae,
+                                    uniform_colour_error)
 from rgbacli.train.dit import DiTTrainConfig, eval_loss, train_dit
 from rgbacli.train.latents import LatentSet
 from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
@@ -52,8 +53,9 @@ def test_base_vae_steps_lower_loss_and_resume(tmp_path):
         with torch.no_grad():
             return (decode_unclamped(vae, vae.encode(x).latent_dist.mean) - x).abs().mean().item()
 
+    init_latent_scale(vae, x)  # what train_base_vae does first (idempotent), so `before` is comparable
     before = l1()
-    cfg = BaseVAEConfig(steps=12, minutes=5, batch=2, lr=3e-3, ckpt_every=6, warmup=1)
+    cfg = BaseVAEConfig(steps=12, minutes=5, batch=2, lr=3e-3, ckpt_every=6, warmup=1, image_steps=0)
     out = train_base_vae(vae, src, cfg, tmp_path / "ck.safetensors")
     assert out["steps"] == 12 and l1() < before * 0.9
     # resume continues from the checkpoint's step count
@@ -61,6 +63,34 @@ def test_base_vae_steps_lower_loss_and_resume(tmp_path):
     out2 = train_base_vae(vae2, src, BaseVAEConfig(steps=14, minutes=5, batch=2), tmp_path / "ck.safetensors",
                           resume=True)
     assert out2["steps"] == 14
+
+
+def test_latent_scale_init_gives_unit_posterior_mean():
+    torch.manual_seed(0)
+    vae = new_base_vae(VAE)
+    x = FixedClips(b=4, t=1).rgba[:, :3] * 2 - 1
+    with torch.no_grad():
+        faint = vae.encode(x).latent_dist
+        init_latent_scale(vae, x)
+        scaled = vae.encode(x).latent_dist
+    assert faint.mean.std() < 0.5
+    per_channel = scaled.mean.transpose(0, 1).flatten(1)
+    assert torch.allclose(per_channel.std(1), torch.ones(4), atol=1e-4)
+    assert per_channel.mean(1).abs().max() < 1e-4
+    assert torch.equal(scaled.logvar, faint.logvar)  # only the mean half is rescaled
+
+
+def test_uniform_colour_error_separates_a_colour_blind_vae(monkeypatch):
+    import rgbacli.train.base_vae as bv
+
+    class PassThrough:  # encode returns the pixels; decode_unclamped is patched per case below
+        def encode(self, x):
+            return type("E", (), {"latent_dist": type("D", (), {"mode": lambda _s: x})()})()
+
+    monkeypatch.setattr(bv, "decode_unclamped", lambda vae, z: z)
+    assert uniform_colour_error(PassThrough()) == 0.0
+    monkeypatch.setattr(bv, "decode_unclamped", lambda vae, z: z.mean(1, keepdim=True).expand_as(z))
+    assert uniform_colour_error(PassThrough()) > 0.2  # luminance only: what the first tiny VAE learned
 
 
 def test_rgba_vae_stage_lowers_loss():
@@ -123,3 +153,25 @@ def test_merge_block_starts_in_the_base_latent_space():
         z2 = m.denormalize(m.encode(x2))
     assert torch.allclose(z, ref, atol=1e-4)
     assert torch.allclose(z, z2, atol=1e-5)
+
+
+def test_train_latents_builds_a_stage_cache_ahead_of_time(tmp_path, cli):
+    import json
+
+    from rgbacli.train.latents import LatentSet
+    from rgbacli.weights.own import save_model
+
+    torch.manual_seed(0)
+    vae = new_base_vae(VAE)
+    save_model(vae, tmp_path / "base_vae.safetensors")
+    r = cli("train", "latents", "base-dit", "--out", tmp_path, "--clips", "3", "--json", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["clips"] == 3
+    data = LatentSet.load(tmp_path / "rgb_latents.safetensors")
+    assert data.latents.shape == (3, 4, 9, 32, 32)  # 17x64x64 through 2x temporal / 2x spatial
+    assert len(data.captions) == 3 and torch.isfinite(data.latents).all()
+
+    r = cli("train", "latents", "dora", "--out", tmp_path, "--clips", "3")
+    assert r.returncode == 1 and "vae.safetensors is missing" in r.stderr and "rgba train rgba-vae" in r.stderr
+    r = cli("train", "latents", "sideways", "--out", tmp_path)
+    assert r.returncode == 2 and "unknown stage 'sideways'" in r.stderr

@@ -102,6 +102,24 @@ def alpha_tokens(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool
          clips=clips)
 
 
+@train_app.command("latents")
+def latents(stage: str = typer.Argument(..., help="The DiT stage whose cache to build: base-dit, dora or alpha-tokens."),
+            out: Path = _OUT, clips: int = _CLIPS, as_json: bool = _JSON,
+            threads: Optional[int] = _THREADS) -> None:
+    """Encode a DiT stage's latent cache ahead of it (e.g. while another stage still trains)."""
+    from rgbacli.errors import UsageError
+    from rgbacli.train.recipe import LATENT_CACHES
+
+    if stage not in LATENT_CACHES:
+        raise UsageError(f"unknown stage {stage!r} for latents (choose from {', '.join(LATENT_CACHES)})")
+
+    def build(run, log):
+        data = LATENT_CACHES[stage](run, clips, log)
+        return {"clips": len(data.captions), "still": len(data.still_captions)}
+
+    _run(f"latents {stage}", build, as_json, threads, run=out)
+
+
 @train_app.command("export")
 def export(out: Path = _OUT, to: Optional[Path] = typer.Option(None, "--to", help="Destination folder "
            "(default: the package's tiny weights)."), as_json: bool = _JSON) -> None:

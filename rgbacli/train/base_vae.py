@@ -2,9 +2,16 @@
 
 Wan-Alpha starts from a pretrained RGB VAE; ours learns the same job on what the RGBA stage will
 feed it: clips soft-rendered over random colours, hard-rendered over the 8 cube-corner colours,
-and alpha shown as grey. Loss: L1 + edge (gradient) L1 on the reconstruction of the posterior
+and alpha shown as grey. Loss: L1 + MSE + edge (gradient) L1 on the reconstruction of the posterior
 mean (the latent the later stages use; sampling with the untrained posterior's unit std drowns
 the signal and stalls a small VAE), plus a tiny KL that keeps the latent scale in check.
+
+Two things decide whether the tiny VAE learns colour at all (measured: with lr 1e-3 and default
+init it reconstructs luminance only, R = B for every input): the learning rate (3e-4, not 1e-3)
+and a data-dependent init that gives the posterior mean unit scale, so the decoder sees a signal
+it can use from step one; an MSE term next to the L1 (large colour errors on flat backgrounds then
+pull hardest); and the first `image_steps` steps, then every other step, on single frames (the causal
+VAE's first-frame path, ~5x cheaper), where colour is learned fastest.
 """
 
 from __future__ import annotations
@@ -23,7 +30,11 @@ from rgbacli.train.vae_losses import edge_loss
 @dataclass
 class BaseVAEConfig(LoopConfig):
     minutes: float = 12.0
+    lr: float = 3e-4
     batch: int = 8
+    image_batch: int = 16  # every other step (and every step before `image_steps`): single frames
+    image_steps: int = 300
+    mse: float = 1.0
     window: int = 9  # 4k+1 frames: two cached chunks after frame 0, so streaming through the cache is trained
     kl: float = 1e-6
     edge: float = 0.5
@@ -57,16 +68,31 @@ def new_base_vae(config: dict):
     return AutoencoderKLWan(**fill_latent_stats(config))
 
 
+@torch.no_grad()
+def init_latent_scale(vae, x: torch.Tensor) -> None:
+    """Rescale `quant_conv`'s mean half so the posterior mean of `x` has zero mean and unit std per
+    channel (a fresh Wan encoder's is ~0.03, too faint for the decoder to pick up)."""
+    z_dim = vae.config.z_dim
+    mean = vae.quant_conv(vae.encoder(x))[:, :z_dim]
+    mu, sd = mean.mean((0, 2, 3, 4)), mean.std((0, 2, 3, 4)).clamp_min(1e-6)
+    vae.quant_conv.weight[:z_dim] /= sd.view(-1, 1, 1, 1, 1)
+    vae.quant_conv.bias[:z_dim] = (vae.quant_conv.bias[:z_dim] - mu) / sd
+
+
 def train_base_vae(vae, source, cfg: BaseVAEConfig, ckpt: Path, resume: bool = False, log=None) -> dict:
-    """Optimise the whole VAE (see the module docstring for the loss)."""
+    """Optimise the whole VAE (see the module docstring for the loss and the init)."""
     vae.train().requires_grad_(True)
+    if not (resume and ckpt.exists()):
+        rgba, _ = source.batch(2 * cfg.image_batch, window=1)
+        init_latent_scale(vae, rgb_views(rgba, torch.Generator().manual_seed(cfg.seed)) * 2 - 1)
 
     def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
-        rgba, _ = source.batch(cfg.batch, window=cfg.window)
+        image = step % 2 == 1 or step < cfg.image_steps
+        rgba, _ = source.batch(cfg.image_batch if image else cfg.batch, window=1 if image else cfg.window)
         x = rgb_views(rgba, gen) * 2 - 1
         post = vae.encode(x).latent_dist
         rec = decode_unclamped(vae, post.mean)
-        return (rec - x).abs().mean() + cfg.edge * edge_loss((rec + 1) / 2, (x + 1) / 2) + cfg.kl * post.kl().mean()
+        return (rec - x).abs().mean() + cfg.mse * (rec - x).square().mean() + cfg.edge * edge_loss((rec + 1) / 2, (x + 1) / 2) + cfg.kl * post.kl().mean()
 
     result = run_loop(trainable(vae), loss_fn, cfg, ckpt, resume, log)
     vae.eval().requires_grad_(False)
@@ -82,3 +108,13 @@ def latent_stats(encode, source, n: int = 64, batch: int = 8) -> tuple[list[floa
         zs.append(encode(rgba))
     z = torch.cat(zs).transpose(0, 1).flatten(1)
     return z.mean(1).tolist(), z.std(1).clamp_min(1e-3).tolist()
+
+
+@torch.no_grad()
+def uniform_colour_error(vae, frames: int = 9, size: int = 32) -> float:
+    """Mean |error| (0–1 scale) reconstructing flat clips of the 8 cube-corner colours and mid grey:
+    the check that catches a VAE which kept luminance but lost chroma."""
+    colours = torch.tensor(list(COLORS.values()) + [[0.5, 0.5, 0.5]], dtype=torch.float32)
+    x = colours.view(-1, 3, 1, 1, 1).expand(-1, 3, frames, size, size) * 2 - 1
+    rec = decode_unclamped(vae, vae.encode(x).latent_dist.mode()).clamp(-1, 1)
+    return ((rec - x).abs().mean() / 2).item()

@@ -47,15 +47,71 @@ def new_transformer():
     return dit
 
 
+# ----------------------------------------------------------------------------- latent caches
+def _cached(path: Path, make_encoder, clips: int, seed0: int, what: str, log):
+    """The DiT stages train on latents encoded once; `rgba train latents` builds a cache ahead of
+    its stage (e.g. while another stage still trains)."""
+    from rgbacli.train.latents import LatentSet, encode_procedural
+
+    if path.exists():
+        return LatentSet.load(path)
+    data = encode_procedural(make_encoder(), clips, seed0=seed0, size=tc.TINY_SIZE, frames=tc.TINY_FRAMES,
+                             progress=lambda i, n: log(i, n, None, f"encode {what} latents"))
+    data.save(path)
+    return data
+
+
+def rgb_latents(run: Path, clips: int, log):
+    """Stage 2's data: clips soft-rendered over black through the base VAE."""
+    return _cached(run / "rgb_latents.safetensors",
+                   lambda: _encoder_rgb(load_base_vae(_need(run, "base_vae.safetensors", "base-vae"))),
+                   clips, 0, "RGB", log)
+
+
+def rgba_latents(run: Path, clips: int, log):
+    """Stage 4's data: RGBA clips through the RGBA VAE (stage 3)."""
+    from rgbacli.models.rgba_vae import RGBAVAE
+
+    def make():
+        vae = RGBAVAE.load(_need(run, "vae.safetensors", "rgba-vae")).eval()
+        return lambda x: vae.encode(x)
+
+    return _cached(run / "rgba_latents.safetensors", make, clips, 50_000, "RGBA", log)
+
+
+def alpha_token_latents(run: Path, clips: int, log):
+    """Stage 4b's data: the same clip twice through the plain base VAE, its RGB over black, then
+    its alpha as grey, concatenated in time."""
+    from rgbacli.models.rgba_vae import soft_render
+
+    def make():
+        vae = load_base_vae(_need(run, "base_vae.safetensors", "base-vae"))
+        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+
+        def encode(x):
+            rgb = vae.encode(soft_render(x, "black") * 2 - 1).latent_dist.mode()
+            alpha = vae.encode(x[:, 3:4].expand(-1, 3, -1, -1, -1) * 2 - 1).latent_dist.mode()
+            return (torch.cat([rgb, alpha], dim=2) - mean) / std
+
+        return encode
+
+    return _cached(run / "alpha_token_latents.safetensors", make, clips, 100_000, "RGB+alpha", log)
+
+
+LATENT_CACHES = {"base-dit": rgb_latents, "dora": rgba_latents, "alpha-tokens": alpha_token_latents}
+
+
 # ----------------------------------------------------------------------------- stages
 def stage_base_vae(run: Path, minutes: float, resume: bool, folder: str | None, log) -> dict:
-    from rgbacli.train.base_vae import BaseVAEConfig, latent_stats, new_base_vae, train_base_vae
+    from rgbacli.train.base_vae import BaseVAEConfig, latent_stats, new_base_vae, train_base_vae, uniform_colour_error
     from rgbacli.train.clips import ClipSource
 
     vae = new_base_vae(tc.TINY_VAE)
     source = ClipSource(tc.TINY_SIZE, tc.TINY_FRAMES, folder)
     result = train_base_vae(vae, source, BaseVAEConfig(minutes=minutes), run / "base_vae.ckpt.safetensors",
                             resume, log)
+    result["uniform_colour_error"] = uniform_colour_error(vae)
     from rgbacli.models.rgba_vae import soft_render
 
     mean, std = latent_stats(lambda x: vae.encode(soft_render(x, "black") * 2 - 1).latent_dist.mode(), source)
@@ -76,16 +132,8 @@ def _encoder_rgb(vae):
 def stage_base_dit(run: Path, minutes: float, resume: bool, clips: int, log) -> dict:
     from rgbacli.models.text_encoder import TinyTextEncoder
     from rgbacli.train.dit import DiTTrainConfig, eval_loss, train_dit
-    from rgbacli.train.latents import LatentSet, encode_procedural
 
-    cache = run / "rgb_latents.safetensors"
-    if cache.exists():
-        data = LatentSet.load(cache)
-    else:
-        vae = load_base_vae(_need(run, "base_vae.safetensors", "base-vae"))
-        data = encode_procedural(_encoder_rgb(vae), clips, seed0=0, size=tc.TINY_SIZE, frames=tc.TINY_FRAMES,
-                                 progress=lambda i, n: log(i, n, None, "encode RGB latents"))
-        data.save(cache)
+    data = rgb_latents(run, clips, log)
     text = TinyTextEncoder(**tc.TINY_TEXT)
     dit = new_transformer()
     params = {**{f"dit.{k}": p for k, p in dit.named_parameters()},
@@ -124,19 +172,10 @@ def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, 
 def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log) -> dict:
     from rgbacli.weights.own import load_model
     from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
-    from rgbacli.models.rgba_vae import RGBAVAE
     from rgbacli.models.text_encoder import TinyTextEncoder
     from rgbacli.train.dit import DiTTrainConfig, eval_loss, train_dit
-    from rgbacli.train.latents import LatentSet, encode_procedural
 
-    cache = run / "rgba_latents.safetensors"
-    if cache.exists():
-        data = LatentSet.load(cache)
-    else:
-        vae = RGBAVAE.load(_need(run, "vae.safetensors", "rgba-vae")).eval()
-        data = encode_procedural(lambda x: vae.encode(x), clips, seed0=50_000, size=tc.TINY_SIZE,
-                                 frames=tc.TINY_FRAMES, progress=lambda i, n: log(i, n, None, "encode RGBA latents"))
-        data.save(cache)
+    data = rgba_latents(run, clips, log)
     from diffusers import WanTransformer3DModel
 
     text = TinyTextEncoder.load(_need(run, "text_encoder.safetensors", "base-dit")).requires_grad_(False)
@@ -160,26 +199,8 @@ def stage_alpha_tokens(run: Path, minutes: float, resume: bool, clips: int, log)
     from rgbacli.models.alpha_tokens import AlphaTokenTransformer, save_alpha_token_weights
     from rgbacli.models.text_encoder import TinyTextEncoder
     from rgbacli.train.dit import DiTTrainConfig, eval_loss, train_dit
-    from rgbacli.train.latents import LatentSet, encode_procedural
 
-    cache = run / "alpha_token_latents.safetensors"
-    if cache.exists():
-        data = LatentSet.load(cache)
-    else:
-        vae = load_base_vae(_need(run, "base_vae.safetensors", "base-vae"))
-        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
-        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
-
-        def encode(x):  # the same clip twice: its RGB over black, then its alpha as grey
-            from rgbacli.models.rgba_vae import soft_render
-
-            rgb = vae.encode(soft_render(x, "black") * 2 - 1).latent_dist.mode()
-            alpha = vae.encode(x[:, 3:4].expand(-1, 3, -1, -1, -1) * 2 - 1).latent_dist.mode()
-            return (torch.cat([rgb, alpha], dim=2) - mean) / std
-
-        data = encode_procedural(encode, clips, seed0=100_000, size=tc.TINY_SIZE, frames=tc.TINY_FRAMES,
-                                 progress=lambda i, n: log(i, n, None, "encode RGB+alpha latents"))
-        data.save(cache)
+    data = alpha_token_latents(run, clips, log)
     text = TinyTextEncoder.load(_need(run, "text_encoder.safetensors", "base-dit")).requires_grad_(False)
     base = load_model(WanTransformer3DModel, _need(run, "transformer.safetensors", "base-dit"))
     base.abs_pos.copies = 2
