@@ -175,3 +175,19 @@ def test_train_latents_builds_a_stage_cache_ahead_of_time(tmp_path, cli):
     assert r.returncode == 1 and "vae.safetensors is missing" in r.stderr and "rgba train rgba-vae" in r.stderr
     r = cli("train", "latents", "sideways", "--out", tmp_path)
     assert r.returncode == 2 and "unknown stage 'sideways'" in r.stderr
+
+
+def test_rgba_decoders_stage_keeps_the_latent_space(tmp_path):
+    from rgbacli.train.recipe import stage_rgba_decoders
+
+    torch.manual_seed(0)
+    RGBAVAE.from_config(VAE, lora_rank=2, lora_alpha=2).save(tmp_path / "vae.safetensors")
+    before = RGBAVAE.load(tmp_path / "vae.safetensors").eval()
+    x = FixedClips(b=1, t=5, size=64).rgba
+    out = stage_rgba_decoders(tmp_path, minutes=0.05, resume=False, folder=None, log=lambda *a, **k: None)
+    after = RGBAVAE.load(tmp_path / "vae.safetensors").eval()
+    assert out["steps"] > 0 and 0.0 <= out["alpha_iou"] <= 1.0
+    with torch.no_grad():
+        assert torch.equal(before.encode(x), after.encode(x))  # merge block and encoder untouched
+        changed = [n for n, p in after.named_parameters() if not torch.equal(p, dict(before.named_parameters())[n])]
+    assert changed and all(".lora_" in n for n in changed)

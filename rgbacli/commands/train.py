@@ -83,6 +83,16 @@ def rgba_vae(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _
     _run("rgba-vae", stage_rgba_vae, as_json, threads, run=out, minutes=minutes or 12, resume=resume, folder=data)
 
 
+@train_app.command("rgba-decoders")
+def rgba_decoders(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
+                  data: Optional[str] = _FOLDER, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:
+    """Stage 3, continued on the decoders only (the latent space stays put, so later stages stay valid)."""
+    from rgbacli.train.recipe import stage_rgba_decoders
+
+    _run("rgba-decoders", stage_rgba_decoders, as_json, threads, run=out, minutes=minutes or 10, resume=resume,
+         folder=data)
+
+
 @train_app.command("dora")
 def dora(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
          clips: int = _CLIPS, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:

@@ -169,6 +169,28 @@ def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, 
     return result
 
 
+def stage_rgba_decoders(run: Path, minutes: float, resume: bool, folder: str | None, log) -> dict:
+    """Stage 3 continued, decoders only: more steps on the RGB/alpha LoRAs with the merge block (and so
+    the latent space) frozen. The latent caches and DiT stages built on vae.safetensors stay valid,
+    so this can run beside or after stage 4."""
+    from rgbacli.evaluation import vae_reconstruction
+    from rgbacli.models.rgba_vae import RGBAVAE
+    from rgbacli.train.clips import ClipSource
+    from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
+
+    path = _need(run, "vae.safetensors", "rgba-vae")
+    model = RGBAVAE.load(path)
+    model.freeze_base()
+    model.merge.requires_grad_(False)
+    before = vae_reconstruction(model.eval(), 8)["alpha_iou"]
+    source = ClipSource(tc.TINY_SIZE, tc.TINY_FRAMES, folder, seed=2)
+    result = train_rgba_vae(model, source, RGBAVAEConfig(minutes=minutes), run / "rgba_decoders.ckpt.safetensors",
+                            resume, log)
+    result.update(alpha_iou_before=before, alpha_iou=vae_reconstruction(model.eval(), 8)["alpha_iou"])
+    model.save(path)
+    return result
+
+
 def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log) -> dict:
     from rgbacli.weights.own import load_model
     from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
