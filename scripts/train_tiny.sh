@@ -3,7 +3,8 @@
 # install it into the package. After stage 1, two processes share the 2 cores, one thread each
 # (two OpenMP processes with 2 threads each on 2 cores stall each other):
 #   base-dit (35 min)  ∥  rgba-vae (27 min), then the dora and alpha-token latent caches
-#   dora (17 min)      ∥  alpha-tokens (12 min)
+#   dora (17 min)      ∥  alpha-tokens (12 min), then rgba-decoders (12 min: stage 3 continued on
+#                         the decoders only, which leaves the latent space dora trains on unchanged)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/bootstrap.sh"
@@ -23,9 +24,12 @@ wait "$dit"; wait "$vae"
 tail -n 1 "$run/base_dit.log" "$run/rgba_vae.log"
 "$rgba" train dora --out "$run" --minutes 17 --threads 1 --clips 800 > "$run/dora.log" 2>&1 &
 dora=$!
-"$rgba" train alpha-tokens --out "$run" --minutes 12 --threads 1 --clips 800 > "$run/alpha_tokens.log" 2>&1 &
+{
+  "$rgba" train alpha-tokens --out "$run" --minutes 12 --threads 1 --clips 800
+  "$rgba" train rgba-decoders --out "$run" --minutes 12 --threads 1
+} > "$run/alpha_tokens.log" 2>&1 &
 tokens=$!
 wait "$dora"; wait "$tokens"
-tail -n 1 "$run/dora.log" "$run/alpha_tokens.log"
+tail -n 1 "$run/dora.log"; tail -n 2 "$run/alpha_tokens.log"
 "$rgba" train export --out "$run"
 echo "done: the tiny preset now uses the weights from $run"
