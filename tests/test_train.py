@@ -9,8 +9,8 @@ from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
 from rgbacli.models.position_embedding import attach_position_embedding
 from rgbacli.models.rgba_vae import RGBAVAE
 from rgbacli.models.text_encoder import TinyTextEncoder
-from rgbacli.train.base_vae import (BaseVAEConfig, decode_unclamped, init_latent_scale, new_base_vae, train_base_vae,
-                                    uniform_colour_error)
+from rgbacli.train.base_vae import (BaseVAEConfig, decode_unclamped, init_latent_scale, new_base_vae, object_weights,
+                                    train_base_vae, uniform_colour_error)
 from rgbacli.train.dit import DiTTrainConfig, eval_loss, train_dit
 from rgbacli.train.latents import LatentSet
 from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
@@ -78,6 +78,18 @@ def test_latent_scale_init_gives_unit_posterior_mean():
     assert torch.allclose(per_channel.std(1), torch.ones(4), atol=1e-4)
     assert per_channel.mean(1).abs().max() < 1e-4
     assert torch.equal(scaled.logvar, faint.logvar)  # only the mean half is rescaled
+
+
+def test_object_weights_favour_object_pixels_at_mean_one():
+    alpha = torch.zeros(2, 1, 3, 8, 8)
+    alpha[:, :, :, 2:4, 2:4] = 1.0  # objects on 1/16 of the pixels
+    w = object_weights(alpha, 10.0)
+    assert torch.allclose(w.mean(), torch.tensor(1.0))
+    assert torch.allclose(w[alpha > 0] / w[alpha == 0].max(), torch.tensor(11.0))
+    assert torch.equal(object_weights(alpha, 0.0), torch.ones_like(alpha))
+    err = torch.zeros_like(alpha)
+    err[alpha > 0] = 1.0  # an error on the objects only counts 11x more than the same error elsewhere
+    assert (object_weights(alpha, 10.0) * err).mean() > 5 * err.mean()
 
 
 def test_uniform_colour_error_separates_a_colour_blind_vae(monkeypatch):

@@ -35,6 +35,7 @@ class BaseVAEConfig(LoopConfig):
     image_batch: int = 16  # every other step (and every step before `image_steps`): single frames
     image_steps: int = 300
     mse: float = 1.0
+    object_weight: float = 0.0  # pixel weight 1 + k·α: objects cover ~5% of a frame (0 = unweighted)
     window: int = 9  # 4k+1 frames: two cached chunks after frame 0, so streaming through the cache is trained
     kl: float = 1e-6
     edge: float = 0.5
@@ -68,6 +69,12 @@ def new_base_vae(config: dict):
     return AutoencoderKLWan(**fill_latent_stats(config))
 
 
+def object_weights(alpha: torch.Tensor, k: float) -> torch.Tensor:
+    """Per-pixel loss weights 1 + k·α, rescaled to mean 1 so the loss scale (and lr) stay comparable."""
+    w = 1 + k * alpha
+    return w / w.mean()
+
+
 @torch.no_grad()
 def init_latent_scale(vae, x: torch.Tensor) -> None:
     """Rescale `quant_conv`'s mean half so the posterior mean of `x` has zero mean and unit std per
@@ -92,7 +99,10 @@ def train_base_vae(vae, source, cfg: BaseVAEConfig, ckpt: Path, resume: bool = F
         x = rgb_views(rgba, gen) * 2 - 1
         post = vae.encode(x).latent_dist
         rec = decode_unclamped(vae, post.mean)
-        return (rec - x).abs().mean() + cfg.mse * (rec - x).square().mean() + cfg.edge * edge_loss((rec + 1) / 2, (x + 1) / 2) + cfg.kl * post.kl().mean()
+        w = object_weights(rgba[:, 3:4], cfg.object_weight)
+        err = rec - x
+        return ((w * err.abs()).mean() + cfg.mse * (w * err.square()).mean()
+                + cfg.edge * edge_loss((rec + 1) / 2, (x + 1) / 2) + cfg.kl * post.kl().mean())
 
     result = run_loop(trainable(vae), loss_fn, cfg, ckpt, resume, log)
     vae.eval().requires_grad_(False)
