@@ -92,6 +92,19 @@ def test_object_weights_favour_object_pixels_at_mean_one():
     assert (object_weights(alpha, 10.0) * err).mean() > 5 * err.mean()
 
 
+def test_object_psnr_is_perfect_for_identity_and_low_for_a_flat_vae(monkeypatch):
+    import rgbacli.train.base_vae as bv
+
+    class PassThrough:
+        def encode(self, x):
+            return type("E", (), {"latent_dist": type("D", (), {"mode": lambda _s: x})()})()
+
+    monkeypatch.setattr(bv, "decode_unclamped", lambda vae, z: z)
+    assert bv.object_psnr(PassThrough(), n=2) == 100.0  # exact reconstruction hits the 1e-10 floor
+    monkeypatch.setattr(bv, "decode_unclamped", lambda vae, z: torch.full_like(z, -1.0))  # objects gone
+    assert bv.object_psnr(PassThrough(), n=2) < 15
+
+
 def test_uniform_colour_error_separates_a_colour_blind_vae(monkeypatch):
     import rgbacli.train.base_vae as bv
 
@@ -182,6 +195,10 @@ def test_train_latents_builds_a_stage_cache_ahead_of_time(tmp_path, cli):
     data = LatentSet.load(tmp_path / "rgb_latents.safetensors")
     assert data.latents.shape == (3, 4, 9, 32, 32)  # 17x64x64 through 2x temporal / 2x spatial
     assert len(data.captions) == 3 and torch.isfinite(data.latents).all()
+
+    r = cli("train", "latents", "base-dit", "--out", tmp_path, "--clips", "5")  # cache kept, size mismatch said
+    assert r.returncode == 0 and "holds 3 clips, not 5" in r.stderr
+    assert LatentSet.load(tmp_path / "rgb_latents.safetensors").latents.shape[0] == 3
 
     r = cli("train", "latents", "dora", "--out", tmp_path, "--clips", "3")
     assert r.returncode == 1 and "vae.safetensors is missing" in r.stderr and "rgba train rgba-vae" in r.stderr

@@ -54,7 +54,12 @@ def _cached(path: Path, make_encoder, clips: int, seed0: int, what: str, log):
     from rgbacli.train.latents import LatentSet, encode_procedural
 
     if path.exists():
-        return LatentSet.load(path)
+        data = LatentSet.load(path)
+        if len(data.captions) != clips:
+            from rgbacli.console import warn
+
+            warn(f"{path} holds {len(data.captions)} clips, not {clips}: using it as it is (delete it to re-encode)")
+        return data
     data = encode_procedural(make_encoder(), clips, seed0=seed0, size=tc.TINY_SIZE, frames=tc.TINY_FRAMES,
                              progress=lambda i, n: log(i, n, None, f"encode {what} latents"))
     data.save(path)
@@ -104,14 +109,15 @@ LATENT_CACHES = {"base-dit": rgb_latents, "dora": rgba_latents, "alpha-tokens": 
 
 # ----------------------------------------------------------------------------- stages
 def stage_base_vae(run: Path, minutes: float, resume: bool, folder: str | None, log) -> dict:
-    from rgbacli.train.base_vae import BaseVAEConfig, latent_stats, new_base_vae, train_base_vae, uniform_colour_error
+    from rgbacli.train.base_vae import (BaseVAEConfig, latent_stats, new_base_vae, object_psnr, train_base_vae,
+                                        uniform_colour_error)
     from rgbacli.train.clips import ClipSource
 
     vae = new_base_vae(tc.TINY_VAE)
     source = ClipSource(tc.TINY_SIZE, tc.TINY_FRAMES, folder)
     result = train_base_vae(vae, source, BaseVAEConfig(minutes=minutes), run / "base_vae.ckpt.safetensors",
                             resume, log)
-    result["uniform_colour_error"] = uniform_colour_error(vae)
+    result.update(uniform_colour_error=uniform_colour_error(vae), object_psnr_db=object_psnr(vae))
     from rgbacli.models.rgba_vae import soft_render
 
     mean, std = latent_stats(lambda x: vae.encode(soft_render(x, "black") * 2 - 1).latent_dist.mode(), source)
