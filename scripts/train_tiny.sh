@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Train the embedded tiny model from scratch on this machine's CPU (~85 minutes on 2 cores) and
+# Train the embedded tiny model from scratch on this machine's CPU (~90 minutes on 2 cores) and
 # install it into the package. After stage 1, two processes share the 2 cores, one thread each
 # (two OpenMP processes with 2 threads each on 2 cores stall each other):
-#   base-dit (35 min)  ∥  rgba-vae (27 min), then the dora and alpha-token latent caches
+#   base-dit (32 min)  ∥  rgba-vae (27 min), then the dora and alpha-token latent caches
 #   dora (17 min)      ∥  alpha-tokens (12 min), then rgba-decoders (12 min: stage 3 continued on
 #                         the decoders only, which leaves the latent space dora trains on unchanged)
 set -euo pipefail
@@ -11,8 +11,8 @@ bash "$root/scripts/bootstrap.sh"
 rgba="$root/.venv/bin/rgba"
 run="${1:-$root/runs/tiny}"
 mkdir -p "$run"
-"$rgba" train base-vae --out "$run" --minutes 18 --threads 2
-"$rgba" train base-dit --out "$run" --minutes 35 --threads 1 --clips 2400 > "$run/base_dit.log" 2>&1 &
+"$rgba" train base-vae --out "$run" --minutes 24 --threads 2
+"$rgba" train base-dit --out "$run" --minutes 32 --threads 1 --clips 2400 > "$run/base_dit.log" 2>&1 &
 dit=$!
 {
   "$rgba" train rgba-vae --out "$run" --minutes 27 --threads 1

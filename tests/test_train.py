@@ -9,8 +9,9 @@ from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
 from rgbacli.models.position_embedding import attach_position_embedding
 from rgbacli.models.rgba_vae import RGBAVAE
 from rgbacli.models.text_encoder import TinyTextEncoder
-from rgbacli.train.base_vae import (BaseVAEConfig, decode_unclamped, init_latent_scale, new_base_vae, object_weights,
-                                    train_base_vae, uniform_colour_error)
+from rgbacli.train.base_vae import (BaseVAEConfig, cropped, decode_unclamped, init_latent_scale, new_base_vae,
+                                    object_crops, object_weights, train_base_vae, uniform_colour_error)
+from rgbacli.train.loop import LoopConfig, lr_at
 from rgbacli.train.dit import DiTTrainConfig, eval_loss, train_dit
 from rgbacli.train.latents import LatentSet
 from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
@@ -90,6 +91,44 @@ def test_object_weights_favour_object_pixels_at_mean_one():
     err = torch.zeros_like(alpha)
     err[alpha > 0] = 1.0  # an error on the objects only counts 11x more than the same error elsewhere
     assert (object_weights(alpha, 10.0) * err).mean() > 5 * err.mean()
+
+
+def test_object_crops_keep_the_object_in_one_window_per_clip():
+    rgba = torch.zeros(3, 4, 5, 64, 64)
+    rgba[0, :, :, 50:54, 2:6] = 1.0  # an object in a corner, still
+    for t in range(5):  # an object moving right along row 20
+        rgba[1, :, t, 20:24, 10 + 8 * t:14 + 8 * t] = 1.0
+    rgba[1, :3] = torch.rand(3, 5, 64, 64)  # colour everywhere: the window must be the same for every frame
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        crops = object_crops(rgba, 32, gen)
+        assert crops.shape == (3, 4, 5, 32, 32)
+        assert crops[0, 3].sum() > 0 and crops[1, 3].sum() > 0  # the object is in view
+        assert crops[2, 3].sum() == 0  # an empty clip still gives a (random) window
+        # one window per clip: find it in the source by its first frame, then every frame matches it
+        src = rgba[1, :3]
+        hits = [(y, x) for y in range(33) for x in range(33)
+                if torch.equal(src[:, 0, y:y + 32, x:x + 32], crops[1, :3, 0])]
+        assert len(hits) == 1
+        y, x = hits[0]
+        assert torch.equal(crops[1], rgba[1, :, :, y:y + 32, x:x + 32])
+    assert object_crops(rgba, 64, gen) is rgba
+
+
+def test_crop_schedule_gives_whole_frames_to_both_causal_paths():
+    full = [s for s in range(16) if not cropped(s, 32, 4)]
+    assert full == [6, 7, 14, 15]  # a single-frame step (odd) and a video step (even) in every 8
+    assert not any(cropped(s, 0, 4) for s in range(16))
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor_with_the_clock():
+    cfg = LoopConfig(steps=1000, minutes=10.0, lr=1e-3, warmup=10, decay=0.1)
+    assert lr_at(cfg, 0, 0.0) == 1e-4  # warm-up
+    assert abs(lr_at(cfg, 10, 0.0) - 1e-3) < 1e-6  # peak once warm
+    assert abs(lr_at(cfg, 500, 0.0) - 0.55e-3) < 1e-9  # half the steps: halfway down the cosine
+    assert abs(lr_at(cfg, 20, 300.0) - 0.55e-3) < 1e-9  # half the minutes, same
+    assert abs(lr_at(cfg, 1000, 0.0) - 1e-4) < 1e-12
+    assert lr_at(LoopConfig(lr=1e-3, warmup=1, decay=1.0), 99, 500.0) == 1e-3  # decay 1: constant
 
 
 def test_object_psnr_is_perfect_for_identity_and_low_for_a_flat_vae(monkeypatch):

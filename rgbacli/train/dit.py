@@ -25,6 +25,7 @@ class DiTTrainConfig(LoopConfig):
 
     minutes: float = 30.0
     lr: float = 3e-4
+    decay: float = 0.1
     warmup: int = 100
     ckpt_every: int = 250
     batch: int = 16

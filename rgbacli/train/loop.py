@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,17 @@ class LoopConfig:
     lr: float = 1e-3
     warmup: int = 50
     clip: float = 1.0
+    decay: float = 1.0  # final lr as a fraction of `lr`, reached by a cosine over the budget (1 = constant)
     ckpt_every: int = 100
     seed: int = 0
+
+
+def lr_at(cfg: LoopConfig, step: int, elapsed: float) -> float:
+    """Linear warm-up, then a cosine from `lr` to `decay`·lr over whichever budget (steps or minutes)
+    is further spent: stages are time-bound, so the schedule follows the clock as well."""
+    done = min(1.0, max(step / cfg.steps, elapsed / (60 * cfg.minutes)))
+    ratio = cfg.decay + (1 - cfg.decay) * 0.5 * (1 + math.cos(math.pi * done))
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup)) * ratio
 
 
 def run_loop(params: dict[str, torch.nn.Parameter], loss_fn: Callable[[int, torch.Generator], torch.Tensor],
@@ -36,7 +46,7 @@ def run_loop(params: dict[str, torch.nn.Parameter], loss_fn: Callable[[int, torc
     t0, ema, history = time.perf_counter(), None, []
     while step < cfg.steps and time.perf_counter() - t0 < cfg.minutes * 60:
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            group["lr"] = lr_at(cfg, step, time.perf_counter() - t0)
         loss = loss_fn(step, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -154,6 +154,7 @@ def stage_base_dit(run: Path, minutes: float, resume: bool, clips: int, log) -> 
 
 
 def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, log) -> dict:
+    from rgbacli.evaluation import vae_reconstruction
     from rgbacli.models.rgba_vae import RGBAVAE
     from rgbacli.train.base_vae import latent_stats
     from rgbacli.train.clips import ClipSource
@@ -165,6 +166,7 @@ def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, 
     source = ClipSource(tc.TINY_SIZE, tc.TINY_FRAMES, folder, seed=1)
     result = train_rgba_vae(model, source, RGBAVAEConfig(minutes=minutes), run / "rgba_vae.ckpt.safetensors",
                             resume, log)
+    result.update(alpha_iou=vae_reconstruction(model.eval(), 8)["alpha_iou"])
     # Normalise the RGBA latent by its own statistics (measured on training clips), in the one place
     # the model keeps them: the base config's latents_mean/std.
     mean, std = latent_stats(lambda x: model.denormalize(model.encode(x)), source)
