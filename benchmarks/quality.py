@@ -89,7 +89,7 @@ def vae_motion(vae, n: int) -> dict:
         s = ds[i]
         if len(s.objects) != 1 or s.objects[0].motion not in DIRS:
             continue
-        rgba = torch.from_numpy(s.rgba).permute(3, 0, 1, 2)[None].float()
+        rgba = s.video_tensor()[None].float()
         with torch.no_grad():
             rec = vae.decode(vae.encode(rgba))[0, 3].numpy()
         truth.append(moved_right_way(s.rgba[..., 3], s.objects[0].motion)[1])

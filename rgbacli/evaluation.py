@@ -15,7 +15,7 @@ def vae_reconstruction(vae, n: int = 32, size: int = 64, frames: int = 17) -> di
     ds = ProceduralDataset(split="heldout", length=n, size=size, frames=frames)
     ious, maes, psnrs = [], [], []
     for i in range(n):
-        x = torch.from_numpy(ds[i].rgba).permute(3, 0, 1, 2)[None]
+        x = ds[i].video_tensor()[None]
         y = vae.decode(vae.encode(x))[0]
         a, b = x[0, 3], y[3]
         union = ((a > 0.5) | (b > 0.5)).sum().item()

@@ -37,7 +37,7 @@ class BaseVAEConfig(LoopConfig):
     image_batch: int = 16  # every other step (and every step before `image_steps`): single frames
     image_steps: int = 300
     mse: float = 1.0
-    object_weight: float = 0.0  # pixel weight 1 + k·α: objects cover ~5% of a frame (0 = unweighted)
+    object_weight: float = 0.0  # pixel weight 1 + k·α: objects cover ~7% of a frame (0 = unweighted)
     crop: int = 32  # >0: crop×crop windows around an object pixel, but full frames on a quarter of the steps
     full_every: int = 4
     window: int = 9  # 4k+1 frames: two cached chunks after frame 0, so streaming through the cache is trained
@@ -76,7 +76,7 @@ def new_base_vae(config: dict):
 def object_crops(rgba: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     """A size×size window per clip (the same for all its frames) around a random object pixel.
 
-    Objects cover ~5% of a 64² frame, so full frames spend most of a step on flat background; convs
+    Objects cover ~7% of a 64² frame, so full frames spend most of a step on flat background; convs
     are translation-equivariant, so crops that keep the object in view teach the same weights with
     ~4x the object pixels per FLOP."""
     b, _, _, h, w = rgba.shape
@@ -136,7 +136,7 @@ def train_base_vae(vae, source, cfg: BaseVAEConfig, ckpt: Path, resume: bool = F
         x = rgb_views(rgba, gen) * 2 - 1
         post = vae.encode(x).latent_dist
         rec = decode_unclamped(vae, post.mean)
-        w = object_weights(rgba[:, 3:4], cfg.object_weight)
+        w = object_weights(rgba[:, 3:4], cfg.object_weight) if cfg.object_weight else 1.0
         err = rec - x
         return ((w * err.abs()).mean() + cfg.mse * (w * err.square()).mean()
                 + cfg.edge * edge_loss((rec + 1) / 2, (x + 1) / 2) + cfg.kl * post.kl().mean())
@@ -166,7 +166,7 @@ def object_psnr(vae, n: int = 8, size: int = 64, frames: int = 17) -> float:
     ds = ProceduralDataset(split="heldout", length=n, size=size, frames=frames)
     values = []
     for i in range(n):
-        rgba = torch.from_numpy(ds[i].rgba).permute(3, 0, 1, 2)[None].float()
+        rgba = ds[i].video_tensor()[None].float()
         x = soft_render(rgba, "black") * 2 - 1
         rec = decode_unclamped(vae, vae.encode(x).latent_dist.mode()).clamp(-1, 1)
         obj = rgba[0, 3] > 0.5
