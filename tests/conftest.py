@@ -80,3 +80,15 @@ def write_test_preset(folder, name="test-tiny", backend="wan-alpha", adapters=""
 @pytest.fixture
 def tiny_preset(tmp_path):
     return write_test_preset(tmp_path)
+
+
+def tiny_wan():
+    """A 2-block Wan DiT small enough for attention-level checks (2 heads of 8, 4 latent channels)."""
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(0)
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
+        text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32,
+    ).eval()

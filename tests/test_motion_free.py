@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from diffusers import WanTransformer3DModel
+from conftest import tiny_wan
 
 from rgbacli.models.motion_free import (
     FrameLayout,
@@ -14,14 +14,6 @@ from rgbacli.models.motion_free import (
     frame_mask,
     motion_free_guidance,
 )
-
-
-def tiny_wan() -> WanTransformer3DModel:
-    torch.manual_seed(0)
-    return WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-        text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32,
-    ).eval()
 
 
 def batch(b=2, frames=3, seed=1):

@@ -16,12 +16,12 @@ from torch import nn
 class FactorisedPositionEmbedding(nn.Module):
     """Learned embeddings per latent frame, row and column, summed and added to patch tokens."""
 
-    def __init__(self, dim: int, frames: int, rows: int, cols: int):
+    def __init__(self, dim: int, frames: int, rows: int, cols: int, init_std: float = 0.02):
         super().__init__()
         self.copies = 1  # 2 under TransPixar alpha tokens: the alpha half reuses the RGB positions
-        self.frame = nn.Parameter(torch.randn(frames, dim) * 0.02)
-        self.row = nn.Parameter(torch.randn(rows, dim) * 0.02)
-        self.col = nn.Parameter(torch.randn(cols, dim) * 0.02)
+        self.frame = nn.Parameter(torch.randn(frames, dim) * init_std)
+        self.row = nn.Parameter(torch.randn(rows, dim) * init_std)
+        self.col = nn.Parameter(torch.randn(cols, dim) * init_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: patch-embedded (B, D, F, H, W) → same shape with positions added."""
@@ -35,10 +35,11 @@ class FactorisedPositionEmbedding(nn.Module):
         return x + pos.permute(3, 0, 1, 2).unsqueeze(0).to(x.dtype)
 
 
-def attach_position_embedding(transformer: nn.Module, frames: int, rows: int, cols: int) -> FactorisedPositionEmbedding:
+def attach_position_embedding(transformer: nn.Module, frames: int, rows: int, cols: int,
+                              init_std: float = 0.02) -> FactorisedPositionEmbedding:
     """Register `transformer.abs_pos` and a hook that adds it to the patch embedding's output."""
     dim = transformer.patch_embedding.out_channels
-    emb = FactorisedPositionEmbedding(dim, frames, rows, cols).to(transformer.patch_embedding.weight)
+    emb = FactorisedPositionEmbedding(dim, frames, rows, cols, init_std).to(transformer.patch_embedding.weight)
     transformer.add_module("abs_pos", emb)
     transformer.patch_embedding.register_forward_hook(lambda _m, _inp, out: transformer.abs_pos(out))
     return emb

@@ -1,7 +1,8 @@
 """Our single-file format for diffusers models: safetensors weights + the model config as JSON metadata.
 
 Used for the embedded model's base VAE and DiT; a DiT file may also carry `abs_pos` (the size of
-the absolute position table, rgbacli/models/position_embedding.py), re-attached on load.
+the absolute position table, rgbacli/models/position_embedding.py) and `text_mask` (cross-attention
+skips padded text, rgbacli/models/text_mask.py), both re-attached on load.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ def load_model(cls, path: Path, config: dict | None = None):
         from rgbacli.models.position_embedding import attach_position_embedding
 
         attach_position_embedding(model, **json.loads(meta["abs_pos"]))
+    if json.loads(meta.get("text_mask", "false")):
+        from rgbacli.models.text_mask import enable_text_mask
+
+        enable_text_mask(model)
     missing, unexpected = model.load_state_dict(load_state_dict(path), strict=False)
     for kind, keys in (("missing", missing), ("unexpected", unexpected)):
         if keys:
