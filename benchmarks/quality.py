@@ -9,7 +9,9 @@ Generation, on held-out single-object prompts:
   motion accuracy  — the alpha centroid moves along the prompt's direction (up/down/left/right):
                      dominant axis and sign of the first→last displacement;
   alpha sanity     — coverage (α>0.5) between 1% and 80%; glass/smoky clips more semi-transparent
-                     (share of 0.05<α<0.95 among visible pixels) than solid ones.
+                     (share of 0.05<α<0.95 among visible pixels) than solid ones;
+  short prompts    — the same coverage check on held-out prompts cut to the subject ("a bubble")
+                     and on "a glass jellyfish" over 8 seeds.
 """
 
 from __future__ import annotations
@@ -137,6 +139,26 @@ def generation_figures(engine, n: int, steps: int | None, guidance: float | None
     return figures, clips
 
 
+def short_prompt_figures(engine, n: int, seeds: int = 8) -> dict:
+    """Prompts as people type them. First the held-out prompts with colour, material and motion words
+    all left out ("a bubble"), then the README's "a glass jellyfish" over several seeds. A model that
+    only knows full captions draws nothing for these."""
+    from rgbacli.data.captions import leave_out
+    from rgbacli.pipelines.t2v import TextToRGBAPipeline, params_from_preset
+
+    pipe = TextToRGBAPipeline(engine)
+
+    def covered(prompt: str, seed: int) -> bool:
+        alpha = pipe(params_from_preset(engine, prompt, seed=seed)).frames[..., 3]
+        return 0.01 <= float((alpha > 0.5).float().mean()) <= 0.80
+
+    bare = [covered(leave_out(prompt, ("colour", "material", "motion")), i)
+            for i, (prompt, _) in enumerate(held_out_prompts(n))]
+    headline = [covered("a glass jellyfish", seed) for seed in range(seeds)]
+    return {"bare_prompts": n, "bare_coverage_ok": float(np.mean(bare)),
+            "glass_jellyfish_seeds": seeds, "glass_jellyfish_coverage_ok": float(np.mean(headline))}
+
+
 def contact_sheet(clips, path: Path, frames=(0, 8, 16), cell: int = 64) -> None:
     """One row per prompt: three frames over a checkerboard, the prompt underneath."""
     from PIL import Image, ImageDraw
@@ -167,6 +189,7 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--motion-guidance", type=float, default=None, help="GenTron motion-free guidance scale")
     ap.add_argument("--motion-clips", type=int, default=30, help="clips for the VAE motion check (0: skip)")
+    ap.add_argument("--short-prompts", type=int, default=24, help="held-out prompts reduced to the subject (0: skip)")
     ap.add_argument("--sheet", default=None, help="write a contact sheet of the first 12 prompts here")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -184,6 +207,8 @@ def main() -> None:
                                     args.motion_guidance)
     print(file=sys.stderr)
     report["generation"] = gen
+    if args.short_prompts:
+        report["short_prompts"] = short_prompt_figures(engine, args.short_prompts)
     report["seconds"] = time.perf_counter() - t0
     if args.sheet:
         contact_sheet(clips[:12], Path(args.sheet))

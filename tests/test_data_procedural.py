@@ -21,7 +21,8 @@ from rgbacli.data import (
     make_clip,
     sample_spec,
 )
-from rgbacli.data.captions import MATERIAL_WORDS, MOTION_WORDS, STOPWORDS, SUBJECT_WORDS
+from rgbacli.data.captions import (ATTRIBUTE_PHRASES, MATERIAL_WORDS, MOTION_WORDS, STOPWORDS, SUBJECT_WORDS,
+                                   leave_out)
 
 
 def _one(subject="orb", material="solid", colour="red", motion="still", speed="normal", **kw):
@@ -172,6 +173,25 @@ def test_two_object_captions_describe_both():
         assert a.colour in cap and b.colour in cap
     s = make_clip(0, spec=spec)
     assert s.masks.shape[0] == 2 and s.track.shape[0] == 2
+
+
+def test_leave_out_removes_exactly_the_named_attributes():
+    """Short captions ("a glass jellyfish"): the named attribute's words go, the subject stays."""
+    for seed in range(300):
+        s = make_clip(seed, size=16, frames=2)
+        no_colour = leave_out(s.caption, ["colour"])
+        no_rest = leave_out(s.caption, ["material", "motion"])
+        for o in s.objects:
+            assert any(w in no_colour for w in SUBJECT_WORDS[o.subject]), (s.caption, no_colour)
+            assert o.colour not in set(re.split(r"[^a-z]+", no_colour)), no_colour
+            assert o.colour in no_rest, (s.caption, no_rest)
+            assert not any(re.search(rf"\b{re.escape(p)}\b", no_rest)
+                           for p in ATTRIBUTE_PHRASES["material"] + ATTRIBUTE_PHRASES["motion"]), no_rest
+        assert "  " not in no_colour and not no_rest.endswith((",", " is", " that"))
+    assert leave_out("an opaque red heart that is spinning quickly", ["material", "motion"]) == "a red heart"
+    assert leave_out("a yellow orb drifting to the left", ["colour"]) == "an orb drifting to the left"
+    assert leave_out("a blue orb is bouncing", ["motion"]) == "a blue orb"
+    assert leave_out("a red heart made of glass, slowly drifting left", ["material", "motion"]) == "a red heart"
 
 
 def test_caption_words_are_all_in_the_vocabulary():

@@ -9,10 +9,11 @@ from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
 from rgbacli.models.position_embedding import attach_position_embedding
 from rgbacli.models.rgba_vae import RGBAVAE
 from rgbacli.models.text_encoder import TinyTextEncoder
+from rgbacli.models.text_mask import MaskedCrossAttnProcessor, enable_text_mask
 from rgbacli.train.base_vae import (BaseVAEConfig, cropped, decode_unclamped, init_latent_scale, new_base_vae,
                                     object_crops, object_weights, train_base_vae, uniform_colour_error)
 from rgbacli.train.loop import LoopConfig, lr_at
-from rgbacli.train.dit import DiTTrainConfig, eval_loss, train_dit
+from rgbacli.train.dit import DiTTrainConfig, eval_loss, shorten, train_dit
 from rgbacli.train.latents import LatentSet
 from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
 
@@ -180,10 +181,11 @@ def test_base_dit_and_dora_steps_lower_loss(tmp_path):
     data = _latents()
     text = TinyTextEncoder(width=32, layers=1, heads=2)
     dit = WanTransformer3DModel(**DIT)
-    attach_position_embedding(dit, frames=4, rows=4, cols=4)
+    attach_position_embedding(dit, frames=4, rows=4, cols=4, init_std=0.3)
+    enable_text_mask(dit)  # as the tiny recipe trains it
     params = {**{f"dit.{k}": p for k, p in dit.named_parameters()}, **{f"t.{k}": p for k, p in text.named_parameters()}}
     before = eval_loss(dit, text, data, n=4)
-    cfg = DiTTrainConfig(steps=25, minutes=5, batch=4, lr=3e-3, warmup=1, p_motion_free=0.3)
+    cfg = DiTTrainConfig(steps=25, minutes=5, batch=4, lr=3e-3, warmup=1, p_motion_free=0.3, p_short=0.3)
     train_dit(dit, text, data, params, cfg, tmp_path / "dit.safetensors")
     mid = eval_loss(dit, text, data, n=4)
     assert mid < before
@@ -199,6 +201,16 @@ def test_base_dit_and_dora_steps_lower_loss(tmp_path):
     assert after < mid
     sd = export_dora_state_dict(dit)
     assert any(k.startswith("blocks.0.self_attn.q.lora_magnitude_vector") for k in sd)
+    assert any(k.startswith("blocks.0.cross_attn.q.lora_magnitude_vector") for k in sd)
+    assert isinstance(dit.blocks[0].attn2.processor, MaskedCrossAttnProcessor)  # peft kept the processor
+
+
+def test_short_captions_leave_out_at_least_one_attribute_deterministically():
+    cap = "a glass blue jellyfish slowly drifting upward"
+    short = [shorten(cap, torch.Generator().manual_seed(s)) for s in range(40)]
+    assert short == [shorten(cap, torch.Generator().manual_seed(s)) for s in range(40)]
+    assert all(s != cap and "jellyfish" in s for s in short)
+    assert {"a glass jellyfish", "a blue jellyfish slowly drifting upward", "a jellyfish"} <= set(short)
 
 
 def test_merge_block_starts_in_the_base_latent_space():

@@ -167,6 +167,37 @@ def caption_for(spec, rng: np.random.Generator) -> str:
     return (prefix + text).strip()
 
 
+def _phrases(*tables) -> list[str]:
+    """Every non-empty phrase of the tables, longest first (so "drifting to the left" beats "left")."""
+    out = {p for table in tables for options in table.values() for p in options if p}
+    return sorted(out, key=lambda p: (-len(p), p))
+
+
+# Which phrases say each attribute; `leave_out` removes them from a caption.
+ATTRIBUTE_PHRASES: dict[str, list[str]] = {
+    "colour": sorted(COLOURS, key=lambda p: (-len(p), p)),
+    "material": ["made of glass", *_phrases(MATERIAL_WORDS)],
+    "motion": _phrases(MOTION_WORDS, SPEED_WORDS),
+}
+_ATTRIBUTE_RE = {
+    name: re.compile(r"(?:,\s*|\bthat is |\bis )?\b(?:" + "|".join(re.escape(p) for p in phrases) + r")\b")
+    for name, phrases in ATTRIBUTE_PHRASES.items()
+}
+
+
+def leave_out(caption: str, attributes) -> str:
+    """The caption without the words of the named attributes ("colour", "material", "motion").
+
+    Generated captions always name colour and material and usually motion, but people write
+    "a glass jellyfish". Training on captions with some of these left out teaches the model that an
+    unnamed attribute means any value, instead of giving it a prompt shape it never saw.
+    """
+    for name in attributes:
+        caption = _ATTRIBUTE_RE[name].sub("", caption)
+    caption = re.sub(r"\s+", " ", caption).strip(" ,")
+    return re.sub(r"\b(?:a|an) ([a-z])", lambda m: f"{article(m.group(1))} {m.group(1)}", caption)
+
+
 def _words(text: str) -> list[str]:
     return [w for w in re.split(r"[^a-z]+", text.lower()) if w]
 

@@ -31,7 +31,21 @@ class DiTTrainConfig(LoopConfig):
     batch: int = 16
     p_uncond: float = 0.1
     p_motion_free: float = 0.1
+    p_short: float = 0.0  # captions with colour / material / motion words left out (data.captions.leave_out)
     t_shift: float = 3.0
+
+
+ATTRIBUTES = ("colour", "material", "motion")
+
+
+def shorten(caption: str, gen: torch.Generator) -> str:
+    """Leave out a random non-empty subset of the caption's attributes (each one with p = 1/2)."""
+    from rgbacli.data.captions import leave_out
+
+    while True:
+        drop = [a for a, r in zip(ATTRIBUTES, torch.rand(len(ATTRIBUTES), generator=gen).tolist()) if r < 0.5]
+        if drop:
+            return leave_out(caption, drop)
 
 
 def train_dit(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data: LatentSet,
@@ -53,6 +67,9 @@ def train_dit(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data:
             for j in still.nonzero().flatten().tolist():
                 k = int(torch.randint(0, n_still, (1,), generator=gen))
                 z[j], captions[j] = data.still[k], data.still_captions[k]
+        if cfg.p_short > 0:  # prompts as people write them: "a glass jellyfish"
+            short = (torch.rand(cfg.batch, generator=gen) < cfg.p_short).tolist()
+            captions = [shorten(c, gen) if s else c for c, s in zip(captions, short)]
         drop = torch.rand(cfg.batch, generator=gen) < cfg.p_uncond  # text dropout for CFG
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         t = sample_timesteps(cfg.batch, gen, cfg.t_shift)

@@ -20,6 +20,10 @@ from rgbacli.errors import RgbaError
 from rgbacli.train import tiny_config as tc
 from rgbacli.weights.own import load_model, save_model
 
+# Share of DiT training captions with some attributes left out. Every generated caption names a
+# colour, and the third session's model drew nothing for "a glass jellyfish" (no colour word).
+P_SHORT = 0.2
+
 SHIPPED = ("text_encoder.safetensors", "transformer.safetensors", "dora.safetensors", "vae.safetensors",
            "base_vae.safetensors", "alpha_tokens.safetensors")
 
@@ -42,8 +46,12 @@ def new_transformer():
 
     from rgbacli.models.position_embedding import attach_position_embedding
 
+    from rgbacli.models.text_mask import enable_text_mask
+
     dit = WanTransformer3DModel(**tc.TINY_DIT)
-    attach_position_embedding(dit, **tc.TINY_POS)
+    attach_position_embedding(dit, **tc.TINY_POS, init_std=tc.TINY_POS_INIT_STD)
+    if tc.TEXT_MASK:
+        enable_text_mask(dit)
     return dit
 
 
@@ -145,11 +153,12 @@ def stage_base_dit(run: Path, minutes: float, resume: bool, clips: int, log) -> 
     params = {**{f"dit.{k}": p for k, p in dit.named_parameters()},
               **{f"text.{k}": p for k, p in text.named_parameters()}}
     before = eval_loss(dit, text, data)
-    result = train_dit(dit, text, data, params, DiTTrainConfig(minutes=minutes, steps=100_000),
+    # lr 1e-3 (was 3e-4): at 12 minutes the held-out loss was 0.499 against run 3's 0.59 at the same step.
+    result = train_dit(dit, text, data, params, DiTTrainConfig(minutes=minutes, steps=100_000, lr=1e-3, p_short=P_SHORT),
                        run / "base_dit.ckpt.safetensors", resume, log)
     result.update(eval_loss_before=before, eval_loss=eval_loss(dit, text, data))
     text.save(run / "text_encoder.safetensors")
-    save_model(dit, run / "transformer.safetensors", abs_pos=tc.TINY_POS)
+    save_model(dit, run / "transformer.safetensors", abs_pos=tc.TINY_POS, text_mask=hasattr(dit, "text_mask"))
     return result
 
 
@@ -214,7 +223,7 @@ def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log) -> dict
     add_dora_adapter(dit, rank=tc.TINY_DORA["rank"], alpha=tc.TINY_DORA["alpha"])
     params = {k: p for k, p in dit.named_parameters() if p.requires_grad}
     before = eval_loss(dit, text, data)
-    result = train_dit(dit, text, data, params, DiTTrainConfig(minutes=minutes, steps=100_000, lr=1e-3),
+    result = train_dit(dit, text, data, params, DiTTrainConfig(minutes=minutes, steps=100_000, lr=1e-3, p_short=P_SHORT),
                        run / "dora.ckpt.safetensors", resume, log)
     result.update(eval_loss_before=before, eval_loss=eval_loss(dit, text, data))
     save_file({k: v.contiguous() for k, v in export_dora_state_dict(dit).items()}, str(run / "dora.safetensors"))
@@ -239,7 +248,7 @@ def stage_alpha_tokens(run: Path, minutes: float, resume: bool, clips: int, log)
     for p in params.values():
         p.requires_grad_(True)
     before = eval_loss(dit, text, data)
-    result = train_dit(dit, text, data, params, DiTTrainConfig(minutes=minutes, steps=100_000, lr=1e-3),
+    result = train_dit(dit, text, data, params, DiTTrainConfig(minutes=minutes, steps=100_000, lr=1e-3, p_short=P_SHORT),
                        run / "alpha_tokens.ckpt.safetensors", resume, log)
     result.update(eval_loss_before=before, eval_loss=eval_loss(dit, text, data))
     save_alpha_token_weights(dit, run / "alpha_tokens.safetensors", force=True)
