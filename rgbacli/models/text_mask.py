@@ -2,10 +2,10 @@
 
 Wan pads every prompt with zeros to a fixed length and its cross-attention attends to the padding
 too. The released weights were trained that way, so the real presets keep it. A tiny model trained
-like that sends most of its cross-attention to the padding, and learns the words slowly. Measured on
-the embedded model, 12 minutes into stage 2: in most heads 80–95% of the mass went to the 18 padded
-positions of a 6-word prompt. Direction words got 0–4%, and the model's prediction did not depend
-on them at all.
+like that sends most of its cross-attention to the padding. Measured on the embedded model, 12
+minutes into stage 2: in most heads 80–95% of the mass went to the 18 padded positions of a 6-word
+prompt. With the mask, the words no longer compete with padding. The measured gain is small
+(docs/training.md).
 
 The mask is read from the text itself: the text encoders zero their padded positions, so a key
 position whose raw embedding is all zeros is padding. A forward pre-hook on the transformer records
