@@ -60,6 +60,16 @@ def centroid(alpha: np.ndarray) -> np.ndarray:
     return np.array([(alpha * xs).sum() / w, (alpha * ys).sum() / w]) if w > 1e-6 else np.array([np.nan, np.nan])
 
 
+def coverage(alpha) -> float:
+    """Share of the clip's pixels with α > 0.5."""
+    return float((alpha > 0.5).mean())
+
+
+def coverage_ok(c: float) -> bool:
+    """The alpha sanity range: something is there, and it is not an opaque frame."""
+    return 0.01 <= c <= 0.80
+
+
 def held_out_prompts(n: int):
     """Single-object held-out specs with their captions (seeded, disjoint from training seeds)."""
     from rgbacli.data import HELDOUT_SEED_BASE, caption_for, sample_spec
@@ -114,11 +124,10 @@ def generation_figures(engine, n: int, steps: int | None, guidance: float | None
         frames = pipe(p).frames.numpy()
         alpha = frames[..., 3]
         hue, sat = object_hue(frames)
-        coverage = float((alpha > 0.5).mean())
         visible = alpha > 0.05
         semi = float(((alpha > 0.05) & (alpha < 0.95)).sum() / max(visible.sum(), 1))
         row = {"prompt": prompt, "colour": obj.colour, "motion": obj.motion, "material": obj.material,
-               "pred_colour": nearest_colour(hue, sat), "coverage": coverage, "semi": semi}
+               "pred_colour": nearest_colour(hue, sat), "coverage": coverage(alpha), "semi": semi}
         if obj.motion in DIRS:
             row["displacement"], row["motion_ok"] = moved_right_way(alpha, obj.motion)
         rows.append(row)
@@ -132,7 +141,7 @@ def generation_figures(engine, n: int, steps: int | None, guidance: float | None
         "colour_accuracy": float(np.mean([r["pred_colour"] == r["colour"] for r in rows])),
         "motion_accuracy": float(np.mean([r["motion_ok"] for r in moving])) if moving else None,
         "motion_prompts": len(moving),
-        "coverage_ok": float(np.mean([0.01 <= r["coverage"] <= 0.80 for r in rows])),
+        "coverage_ok": float(np.mean([coverage_ok(r["coverage"]) for r in rows])),
         "semi_transparent_share_glass_smoky": float(np.mean(translucent)) if translucent else None,
         "semi_transparent_share_solid": float(np.mean(solid)) if solid else None,
     }
@@ -149,8 +158,7 @@ def short_prompt_figures(engine, n: int, seeds: int = 8) -> dict:
     pipe = TextToRGBAPipeline(engine)
 
     def covered(prompt: str, seed: int) -> bool:
-        alpha = pipe(params_from_preset(engine, prompt, seed=seed)).frames[..., 3]
-        return 0.01 <= float((alpha > 0.5).float().mean()) <= 0.80
+        return coverage_ok(coverage(pipe(params_from_preset(engine, prompt, seed=seed)).frames[..., 3].numpy()))
 
     bare = [covered(leave_out(prompt, ("colour", "material", "motion")), i)
             for i, (prompt, _) in enumerate(held_out_prompts(n))]
