@@ -191,6 +191,7 @@ def contact_sheet(clips, path: Path, frames=(0, 8, 16), cell: int = 64) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--weights-dir", default=None, help="a run folder to measure instead of the installed weights")
     ap.add_argument("--clips", type=int, default=48)
     ap.add_argument("--prompts", type=int, default=96)
     ap.add_argument("--steps", type=int, default=None)
@@ -205,9 +206,9 @@ def main() -> None:
     from rgbacli.engine import Engine
     from rgbacli.evaluation import vae_reconstruction
 
-    engine = Engine(args.preset, device="cpu")
+    engine = Engine(args.preset, device="cpu", weights_dir=args.weights_dir)
     t0 = time.perf_counter()
-    report = {"preset": args.preset, "vae": vae_reconstruction(engine.vae, args.clips)}
+    report = {"preset": args.preset, "weights_dir": args.weights_dir, "vae": vae_reconstruction(engine.vae, args.clips)}
     if args.motion_clips:
         report["vae"].update(vae_motion(engine.vae, args.motion_clips))
     gen, clips = generation_figures(engine, args.prompts, args.steps, args.guidance,

@@ -156,14 +156,15 @@ def hf_cache_dirs() -> list[Path]:
 
 
 def find_file(wf: WeightFile, preset: Preset, weights_dir=None) -> Path | None:
-    """Locate one weight file; embedded presets look inside the package's weights folder first."""
+    """Locate one weight file. An explicit --weights-dir wins (so `rgba train` output can be tried
+    without installing it); embedded presets then look in the package before RGBA_WEIGHTS."""
     rel = Path(wf.path)
     if rel.is_absolute():
         return rel if rel.exists() else None
-    candidates = []
+    candidates = [Path(weights_dir) / rel] if weights_dir else []
     if preset.embedded:
         candidates.append(PACKAGE_WEIGHTS / (preset.weights_folder or preset.name) / rel)
-    candidates += [root / rel for root in search_roots(weights_dir)]
+    candidates += [root / rel for root in search_roots()]
     candidates.append(preset.source.parent / rel)
     for c in candidates:
         if c.exists():

@@ -56,6 +56,23 @@ def test_weight_search_order_and_hf_cache(tmp_path, monkeypatch):
     assert files["vae.encoder"].optional and files["vae.encoder"].found is None
 
 
+def test_embedded_preset_weights_dir_overrides_package(tmp_path, monkeypatch):
+    """`--weights-dir runs/mine` tries a trained run on the tiny preset; RGBA_WEIGHTS does not shadow
+    the shipped files."""
+    p = load_preset("tiny")
+    shipped = require(p, "transformer")
+    assert "weights" in shipped.parts and shipped.name == "transformer.safetensors"
+    env, run = tmp_path / "env", tmp_path / "run"
+    env.mkdir()
+    run.mkdir()
+    (env / "transformer.safetensors").write_bytes(b"env")
+    monkeypatch.setenv("RGBA_WEIGHTS", str(env))
+    assert require(p, "transformer") == shipped
+    (run / "transformer.safetensors").write_bytes(b"run")
+    assert require(p, "transformer", weights_dir=run) == run / "transformer.safetensors"
+    assert require(p, "vae", weights_dir=run) == shipped.parent / "vae.safetensors"  # the rest from the package
+
+
 def test_default_preset_is_tiny_without_real_weights(monkeypatch, tmp_path):
     monkeypatch.setenv("RGBA_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
