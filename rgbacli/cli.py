@@ -47,6 +47,13 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+# Typer ≥ 0.2x runs on its own copy of click (typer._click) with its own exception classes; older
+# Typer raises click's. Catch both, through Typer's public names where it has them.
+_USAGE_ERRORS = (click.exceptions.ClickException, getattr(typer, "TyperException", click.exceptions.ClickException))
+_ABORTS = (click.exceptions.Abort, typer.Abort)
+_EXITS = (click.exceptions.Exit, typer.Exit)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `rgba` script: one clear line on stderr for every expected failure."""
     _register()
@@ -54,14 +61,15 @@ def main(argv: list[str] | None = None) -> None:
     debug = bool(os.environ.get("RGBA_DEBUG"))
     try:
         rv = app(args=argv, prog_name="rgba", standalone_mode=False)
-    except click.exceptions.UsageError as e:
-        where = e.ctx.command_path if e.ctx is not None else "rgba"
+    except _USAGE_ERRORS as e:  # unknown option or command, missing or bad argument
+        ctx = getattr(e, "ctx", None)
+        where = ctx.command_path if ctx is not None else "rgba"
         sys.stderr.write(f"{where}: error: {e.format_message()}\n")
-        sys.exit(2)
-    except click.exceptions.Abort:
+        sys.exit(getattr(e, "exit_code", 2))
+    except _ABORTS:
         sys.stderr.write("rgba: aborted\n")
         sys.exit(130)
-    except click.exceptions.Exit as e:
+    except _EXITS as e:
         sys.exit(e.exit_code)
     except RgbaError as e:
         if debug:
