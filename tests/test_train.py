@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
@@ -14,7 +15,7 @@ from rgbacli.train.base_vae import (BaseVAEConfig, cropped, decode_unclamped, in
                                     object_crops, object_weights, train_base_vae, uniform_colour_error)
 from rgbacli.train.loop import LoopConfig, lr_at
 from rgbacli.train.dit import DiTTrainConfig, eval_loss, shorten, train_dit
-from rgbacli.train.latents import LatentSet
+from rgbacli.train.latents import LatentSet, encode_procedural, latent_object_mask
 from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
 
 VAE = dict(base_dim=4, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, attn_scales=[], temperal_downsample=[True],
@@ -42,7 +43,10 @@ def _latents(n=4):
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(n, 4, 3, 8, 8, generator=gen)
     caps = ["a red orb drifting left", "a blue star", "a glass jellyfish", "a green leaf spinning"][:n]
-    return LatentSet(z, caps, z[:1, :, :1].expand(1, 4, 3, 8, 8).clone(), caps[:1])
+    masks = torch.zeros(n, 1, 3, 8, 8)
+    masks[:, :, :, 2:5, 3:6] = 1.0  # an object on 9 of 64 cells
+    still = z[:1, :, :1].expand(1, 4, 3, 8, 8).clone()
+    return LatentSet(z, caps, still, caps[:1], masks, masks[:1].clone())
 
 
 def test_base_vae_steps_lower_loss_and_resume(tmp_path):
@@ -190,19 +194,57 @@ def test_base_dit_and_dora_steps_lower_loss(tmp_path):
     mid = eval_loss(dit, text, data, n=4)
     assert mid < before
 
-    # stage 4: DoRA only, on top of the trained base; exported in the Wan-Alpha layout and merged back
+    # stage 4: DoRA only, on top of the trained base, with the object-weighted loss; exported in the
+    # Wan-Alpha layout and merged back
     dit.requires_grad_(False)
     text.requires_grad_(False)
     add_dora_adapter(dit, rank=2, alpha=2.0)
     trainable = {k: p for k, p in dit.named_parameters() if p.requires_grad}
     assert trainable and all("lora" in k for k in trainable)
-    train_dit(dit, text, data, trainable, cfg, tmp_path / "dora.safetensors")
-    after = eval_loss(dit, text, data, n=4)
-    assert after < mid
+    weighted = DiTTrainConfig(**{**cfg.__dict__, "object_weight": 4.0})
+    unmasked = LatentSet(data.latents, data.captions, data.still, data.still_captions)
+    with pytest.raises(ValueError, match="object masks"):
+        train_dit(dit, text, unmasked, trainable, weighted, tmp_path / "no.safetensors")
+    mid_weighted = eval_loss(dit, text, data, n=4, object_weight=4.0)
+    assert mid_weighted != mid  # the masks count
+    train_dit(dit, text, data, trainable, weighted, tmp_path / "dora.safetensors")
+    assert eval_loss(dit, text, data, n=4, object_weight=4.0) < mid_weighted
     sd = export_dora_state_dict(dit)
     assert any(k.startswith("blocks.0.self_attn.q.lora_magnitude_vector") for k in sd)
     assert any(k.startswith("blocks.0.cross_attn.q.lora_magnitude_vector") for k in sd)
     assert isinstance(dit.blocks[0].attn2.processor, MaskedCrossAttnProcessor)  # peft kept the processor
+
+
+def test_latent_object_mask_marks_every_cell_the_object_touches():
+    alpha = torch.zeros(1, 1, 5, 16, 16)
+    alpha[:, :, :, 1:3, 9:11] = 1.0  # a small object in the top-right quarter
+    alpha[:, :, 4, 13, 2] = 0.1  # a faint pixel in the last frame only
+    m = latent_object_mask(alpha, (3, 4, 4))
+    assert m.shape == (1, 1, 3, 4, 4)
+    want = torch.zeros(3, 4, 4)
+    want[:, 0, 2] = 1.0  # rows 1-2, cols 9-10 → cell (0, 2) in every latent frame
+    want[-1, 3, 0] = 0.1  # the faint pixel keeps its alpha, in the last latent frame only
+    assert torch.equal(m[0, 0], want)
+    two = latent_object_mask(alpha, (6, 4, 4), copies=2)  # alpha tokens: [RGB frames ; alpha frames]
+    assert torch.equal(two[:, :, :3], m) and torch.equal(two[:, :, 3:], m)
+
+
+def test_encoded_latents_keep_object_masks_through_save_and_load(tmp_path):
+    pool = torch.nn.AvgPool3d((1, 4, 4))  # a stand-in encoder with the tiny VAE's 4x spatial factor
+
+    data = encode_procedural(lambda x: pool(x)[:, :, ::2], 6, seed0=3, size=32, frames=5, still_fraction=0.5,
+                             batch=4)
+    assert data.latents.shape == (6, 4, 3, 8, 8) and data.masks.shape == (6, 1, 3, 8, 8)
+    assert data.still_masks.shape == (len(data.still_captions), 1, 3, 8, 8)
+    # The mask is the pooled alpha: where the latent's alpha channel (an average) shows anything,
+    # the mask (a max) is at least as large.
+    assert torch.all(data.masks[:, 0] >= data.latents[:, 3] - 1e-6)
+    assert 0 < float((data.masks > 0).float().mean()) < 0.9
+    data.save(tmp_path / "set.safetensors")
+    back = LatentSet.load(tmp_path / "set.safetensors")
+    assert torch.allclose(back.masks, data.masks, atol=1e-3) and back.captions == data.captions
+    LatentSet(data.latents, data.captions, data.still, data.still_captions).save(tmp_path / "old.safetensors")
+    assert LatentSet.load(tmp_path / "old.safetensors").masks is None  # caches from before masks still load
 
 
 def test_short_captions_leave_out_at_least_one_attribute_deterministically():
@@ -246,6 +288,7 @@ def test_train_latents_builds_a_stage_cache_ahead_of_time(tmp_path, cli):
     data = LatentSet.load(tmp_path / "rgb_latents.safetensors")
     assert data.latents.shape == (3, 4, 9, 32, 32)  # 17x64x64 through 2x temporal / 2x spatial
     assert len(data.captions) == 3 and torch.isfinite(data.latents).all()
+    assert data.masks.shape == (3, 1, 9, 32, 32) and 0 < float(data.masks.mean()) < 0.5
 
     r = cli("train", "latents", "base-dit", "--out", tmp_path, "--clips", "5")  # cache kept, size mismatch said
     assert r.returncode == 0 and "holds 3 clips, not 5" in r.stderr
@@ -255,6 +298,16 @@ def test_train_latents_builds_a_stage_cache_ahead_of_time(tmp_path, cli):
     assert r.returncode == 1 and "vae.safetensors is missing" in r.stderr and "rgba train rgba-vae" in r.stderr
     r = cli("train", "latents", "sideways", "--out", tmp_path)
     assert r.returncode == 2 and "unknown stage 'sideways'" in r.stderr
+
+
+def test_dora_stage_asks_to_re_encode_a_cache_without_object_masks(tmp_path):
+    from rgbacli.errors import RgbaError
+    from rgbacli.train.recipe import stage_dora
+
+    d = _latents()
+    LatentSet(d.latents, d.captions, d.still, d.still_captions).save(tmp_path / "rgba_latents.safetensors")
+    with pytest.raises(RgbaError, match="encoded without object masks.*delete it"):
+        stage_dora(tmp_path, 0.1, False, 4, lambda *a: None)
 
 
 def test_rgba_decoders_stage_keeps_the_latent_space(tmp_path):
