@@ -294,6 +294,13 @@ def test_train_latents_builds_a_stage_cache_ahead_of_time(tmp_path, cli):
     assert r.returncode == 0 and "holds 3 clips, not 5" in r.stderr
     assert LatentSet.load(tmp_path / "rgb_latents.safetensors").latents.shape[0] == 3
 
+    r = cli("train", "latents", "alpha-tokens", "--out", tmp_path, "--clips", "2", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    tokens = LatentSet.load(tmp_path / "alpha_token_latents.safetensors")
+    assert tokens.latents.shape == (2, 4, 18, 32, 32) and tokens.masks.shape == (2, 1, 18, 32, 32)
+    assert torch.equal(tokens.masks[:, :, :9], tokens.masks[:, :, 9:])  # [RGB ; alpha]: the same mask twice
+    assert 0 < float(tokens.masks.mean()) < 0.5
+
     r = cli("train", "latents", "dora", "--out", tmp_path, "--clips", "3")
     assert r.returncode == 1 and "vae.safetensors is missing" in r.stderr and "rgba train rgba-vae" in r.stderr
     r = cli("train", "latents", "sideways", "--out", tmp_path)

@@ -71,7 +71,7 @@ def new_transformer():
 
 
 # ----------------------------------------------------------------------------- latent caches
-def _cached(path: Path, make_encoder, clips: int, seed0: int, what: str, log):
+def _cached(path: Path, make_encoder, clips: int, seed0: int, what: str, log, mask_copies: int = 1):
     """The DiT stages train on latents encoded once; `rgba train latents` builds a cache ahead of
     its stage (e.g. while another stage still trains)."""
     from rgbacli.train.latents import LatentSet, encode_procedural
@@ -84,7 +84,7 @@ def _cached(path: Path, make_encoder, clips: int, seed0: int, what: str, log):
             warn(f"{path} holds {len(data.captions)} clips, not {clips}: using it as it is (delete it to re-encode)")
         return data
     data = encode_procedural(make_encoder(), clips, seed0=seed0, size=tc.TINY_SIZE, frames=tc.TINY_FRAMES,
-                             progress=lambda i, n: log(i, n, None, f"encode {what} latents"))
+                             progress=lambda i, n: log(i, n, None, f"encode {what} latents"), mask_copies=mask_copies)
     data.save(path)
     return data
 
@@ -124,7 +124,7 @@ def alpha_token_latents(run: Path, clips: int, log):
 
         return encode
 
-    return _cached(run / "alpha_token_latents.safetensors", make, clips, 100_000, "RGB+alpha", log)
+    return _cached(run / "alpha_token_latents.safetensors", make, clips, 100_000, "RGB+alpha", log, mask_copies=2)
 
 
 LATENT_CACHES = {"base-dit": rgb_latents, "dora": rgba_latents, "alpha-tokens": alpha_token_latents}
