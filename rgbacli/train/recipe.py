@@ -28,7 +28,8 @@ P_SHORT = 0.2
 
 # Stage 4's flow loss weighs latent cells that show an object 1 + 10 times (train/dit.py). With plain MSE
 # the DoRA model drew glass objects at a tenth of their true alpha > 0.5 area even without guidance
-# (0.27% of the frame against 2.65%); weighted, 3.4% (docs/training.md).
+# (0.27% of the frame against 2.65%); weighted, 3.4% (docs/training.md). The same weight in stage 2 too
+# (run 7) moved every drifting prompt the right way but cost 15 points of colour, so stage 2 stays plain.
 DORA_OBJECT_WEIGHT = 10.0
 
 
