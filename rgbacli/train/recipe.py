@@ -20,26 +20,25 @@ from rgbacli.errors import RgbaError
 from rgbacli.train import tiny_config as tc
 from rgbacli.weights.own import load_model, save_model
 
-# Share of DiT training captions with some attributes left out. Every generated caption names a colour,
-# but people type "a bubble". Bare-subject prompts with a usable coverage: 50% without, 83% with
-# (runs 4 and 5, one run each; docs/quality.md).
+# Share of DiT training captions with some attributes left out (stages 4 and 4b). Every generated caption
+# names a colour, but people type "a bubble". In stage 2 they shifted hues to the neighbouring colour
+# (run 7: colour 49% against 74% for run 8 without them), so stage 2 trains on full captions.
 P_SHORT = 0.2
 
+# The DiT stages weigh the flow loss on latent cells that show an object 1 + 10 times (train/dit.py).
+# With plain MSE the model drew glass objects at a tenth of their true alpha > 0.5 area even without
+# guidance (0.27% of the frame against 2.65%). Run 8 (both stages weighted): colour 74%, motion 100%,
+# "a glass jellyfish" usable on 7 / 8 seeds (docs/quality.md, docs/training.md).
+OBJECT_WEIGHT = 10.0
 
-# Stage 4's flow loss weighs latent cells that show an object 1 + 10 times (train/dit.py). With plain MSE
-# the DoRA model drew glass objects at a tenth of their true alpha > 0.5 area even without guidance
-# (0.27% of the frame against 2.65%); weighted, 3.4% (docs/training.md). The same weight in stage 2 too
-# (run 7) moved every drifting prompt the right way but cost 15 points of colour, so stage 2 stays plain.
-DORA_OBJECT_WEIGHT = 10.0
 
-
-def _dit_config(minutes: float, object_weight: float = 0.0):
-    """Every DiT stage of the recipe: time-bound, lr 1e-3 with the cosine, short captions.
+def _dit_config(minutes: float, p_short: float = P_SHORT, object_weight: float = OBJECT_WEIGHT):
+    """Every DiT stage of the recipe: time-bound, lr 1e-3 with the cosine, object-weighted loss.
     For stage 2, lr 1e-3 replaced 3e-4: after 1,100 steps the training loss was 0.51, where run 3
     had 0.59 at that step."""
     from rgbacli.train.dit import DiTTrainConfig
 
-    return DiTTrainConfig(minutes=minutes, steps=100_000, lr=1e-3, p_short=P_SHORT, object_weight=object_weight)
+    return DiTTrainConfig(minutes=minutes, steps=100_000, lr=1e-3, p_short=p_short, object_weight=object_weight)
 
 SHIPPED = ("text_encoder.safetensors", "transformer.safetensors", "dora.safetensors", "vae.safetensors",
            "base_vae.safetensors", "alpha_tokens.safetensors")
@@ -128,6 +127,13 @@ def alpha_token_latents(run: Path, clips: int, log):
     return _cached(run / "alpha_token_latents.safetensors", make, clips, 100_000, "RGB+alpha", log, mask_copies=2)
 
 
+def _need_masks(data, path: Path) -> None:
+    """The object-weighted stages need the masks that caches made before them lack."""
+    if data.masks is None:
+        raise RgbaError(f"{path} was encoded without object masks (older rgbacli): "
+                        "delete it so that this stage encodes it again")
+
+
 LATENT_CACHES = {"base-dit": rgb_latents, "dora": rgba_latents, "alpha-tokens": alpha_token_latents}
 
 
@@ -164,12 +170,13 @@ def stage_base_dit(run: Path, minutes: float, resume: bool, clips: int, log) -> 
     from rgbacli.train.dit import eval_loss, train_dit
 
     data = rgb_latents(run, clips, log)
+    _need_masks(data, run / "rgb_latents.safetensors")
     text = TinyTextEncoder(**tc.TINY_TEXT)
     dit = new_transformer()
     params = {**{f"dit.{k}": p for k, p in dit.named_parameters()},
               **{f"text.{k}": p for k, p in text.named_parameters()}}
     before = eval_loss(dit, text, data)
-    result = train_dit(dit, text, data, params, _dit_config(minutes),
+    result = train_dit(dit, text, data, params, _dit_config(minutes, p_short=0.0),
                        run / "base_dit.ckpt.safetensors", resume, log)
     result.update(eval_loss_before=before, eval_loss=eval_loss(dit, text, data))
     text.save(run / "text_encoder.safetensors")
@@ -230,9 +237,7 @@ def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log) -> dict
     from rgbacli.train.dit import eval_loss, train_dit
 
     data = rgba_latents(run, clips, log)
-    if data.masks is None:
-        raise RgbaError(f"{run / 'rgba_latents.safetensors'} was encoded without object masks (older rgbacli): "
-                        "delete it so that this stage encodes it again")
+    _need_masks(data, run / "rgba_latents.safetensors")
     from diffusers import WanTransformer3DModel
 
     text = TinyTextEncoder.load(_need(run, "text_encoder.safetensors", "base-dit")).requires_grad_(False)
@@ -241,10 +246,10 @@ def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log) -> dict
     add_dora_adapter(dit, rank=tc.TINY_DORA["rank"], alpha=tc.TINY_DORA["alpha"])
     params = {k: p for k, p in dit.named_parameters() if p.requires_grad}
     before = eval_loss(dit, text, data)
-    result = train_dit(dit, text, data, params, _dit_config(minutes, DORA_OBJECT_WEIGHT),
+    result = train_dit(dit, text, data, params, _dit_config(minutes),
                        run / "dora.ckpt.safetensors", resume, log)
     result.update(eval_loss_before=before, eval_loss=eval_loss(dit, text, data),
-                  eval_loss_object_weighted=eval_loss(dit, text, data, object_weight=DORA_OBJECT_WEIGHT))
+                  eval_loss_object_weighted=eval_loss(dit, text, data, object_weight=OBJECT_WEIGHT))
     save_file({k: v.contiguous() for k, v in export_dora_state_dict(dit).items()}, str(run / "dora.safetensors"))
     return result
 
@@ -267,7 +272,7 @@ def stage_alpha_tokens(run: Path, minutes: float, resume: bool, clips: int, log)
     for p in params.values():
         p.requires_grad_(True)
     before = eval_loss(dit, text, data)
-    result = train_dit(dit, text, data, params, _dit_config(minutes),
+    result = train_dit(dit, text, data, params, _dit_config(minutes, object_weight=0.0),
                        run / "alpha_tokens.ckpt.safetensors", resume, log)
     result.update(eval_loss_before=before, eval_loss=eval_loss(dit, text, data))
     save_alpha_token_weights(dit, run / "alpha_tokens.safetensors", force=True)
