@@ -167,13 +167,15 @@ def short_prompt_figures(engine, n: int, seeds: int = 8, steps: int | None = Non
     # Glass is mostly below alpha 0.5 by design, so also say how much of the frame it shows at all
     # (alpha > 0.05), next to the same two shares for held-out glass jellyfish clips.
     truth = glass_jellyfish_truth()
+
+    def share(alphas, threshold: float) -> float:
+        return float(np.mean([(a > threshold).mean() for a in alphas]))
+
     return {"bare_prompts": n, "bare_coverage_ok": float(np.mean(bare)),
             "glass_jellyfish_seeds": seeds,
             "glass_jellyfish_coverage_ok": float(np.mean([coverage_ok(coverage(a)) for a in headline])),
-            "glass_jellyfish_share_alpha_0.5": float(np.mean([(a > 0.5).mean() for a in headline])),
-            "glass_jellyfish_share_alpha_0.05": float(np.mean([(a > 0.05).mean() for a in headline])),
-            "glass_jellyfish_truth_share_alpha_0.5": float(np.mean([(a > 0.5).mean() for a in truth])),
-            "glass_jellyfish_truth_share_alpha_0.05": float(np.mean([(a > 0.05).mean() for a in truth]))}
+            **{f"glass_jellyfish{kind}_share_alpha_{thr}": share(alphas, thr)
+               for kind, alphas in (("", headline), ("_truth", truth)) for thr in (0.5, 0.05)}}
 
 
 def glass_jellyfish_truth(n: int = 8) -> list[np.ndarray]:

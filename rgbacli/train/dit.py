@@ -54,6 +54,9 @@ def train_dit(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data:
               params: dict[str, torch.nn.Parameter], cfg: DiTTrainConfig, ckpt: Path,
               resume: bool = False, log=None) -> dict:
     """Optimise `params` (the trainable subset) by rectified flow; checkpoints to `ckpt`."""
+    weighted = cfg.object_weight > 0
+    if weighted and data.masks is None:
+        raise ValueError("object_weight needs latents encoded with object masks (re-encode the cache)")
     ctl = enable_motion_free(transformer)
     transformer.train()
     text_encoder.train(any(p.requires_grad for p in text_encoder.parameters()))
@@ -61,12 +64,8 @@ def train_dit(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data:
 
     def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, n, (cfg.batch,), generator=gen)
-        z = data.latents[idx].clone()
-        weighted = cfg.object_weight > 0
-        if weighted:
-            if data.masks is None:
-                raise ValueError("object_weight needs latents encoded with object masks (re-encode the cache)")
-            mask = data.masks[idx].clone()
+        z = data.latents[idx]  # integer indexing copies, so the still swap below leaves the set alone
+        mask = data.masks[idx] if weighted else None
         captions = [data.captions[i] for i in idx.tolist()]
         still = torch.zeros(cfg.batch, dtype=torch.bool)
         if n_still and cfg.p_motion_free > 0:  # GenTron: a still clip, attention kept within frames
