@@ -2,7 +2,9 @@
 
     python benchmarks/quality.py [--preset tiny] [--clips 48] [--prompts 96] [--sheet docs/quality_sheet.png]
 
-VAE: alpha IoU (α>0.5), alpha MAE and RGB PSNR on opaque pixels, encode→decode of held-out clips.
+VAE: alpha IoU (α>0.5), alpha MAE and RGB PSNR on opaque pixels, encode→decode of held-out clips;
+     colour and motion accuracy of held-out ground truth after the round trip (colour also on the
+     last 5 frames alone).
 Generation, on held-out single-object prompts:
   colour accuracy  — the hue of the alpha-weighted object is nearest to the prompt's colour
                      (white: low saturation) among the palette;
@@ -90,26 +92,47 @@ def moved_right_way(alpha: np.ndarray, motion: str) -> tuple[list, bool]:
     return d.tolist(), bool(np.isfinite(d).all() and abs(d[axis]) > abs(d[1 - axis]) and np.sign(d[axis]) == want[axis])
 
 
-def vae_motion(vae, n: int) -> dict:
-    """Motion-direction accuracy of the metric itself on held-out ground-truth alpha, and after an
-    RGBA VAE round trip: separates a motion gap in the DiT from one in the VAE or the metric."""
+def single_object_clips(n: int, keep=lambda obj: True):
+    """The first n held-out single-object clips (Samples) whose object passes `keep`."""
     from rgbacli.data import ProceduralDataset
 
     ds = ProceduralDataset(split="heldout", length=20 * n, size=64, frames=17)
-    truth, recon = [], []
+    found = 0
     for i in range(len(ds)):
+        if found == n:
+            return
         s = ds[i]
-        if len(s.objects) != 1 or s.objects[0].motion not in DIRS:
-            continue
-        rgba = s.video_tensor()[None].float()
+        if len(s.objects) == 1 and keep(s.objects[0]):
+            found += 1
+            yield s
+
+
+def vae_motion(vae, n: int) -> dict:
+    """Motion-direction accuracy of the metric itself on held-out ground-truth alpha, and after an
+    RGBA VAE round trip: separates a motion gap in the DiT from one in the VAE or the metric."""
+    truth, recon = [], []
+    for s in single_object_clips(n, lambda obj: obj.motion in DIRS):
         with torch.no_grad():
-            rec = vae.decode(vae.encode(rgba))[0, 3].numpy()
+            rec = vae.decode(vae.encode(s.video_tensor()[None]))[0, 3].numpy()
         truth.append(moved_right_way(s.rgba[..., 3], s.objects[0].motion)[1])
         recon.append(moved_right_way(rec, s.objects[0].motion)[1])
-        if len(truth) == n:
-            break
     return {"motion_clips": len(truth), "motion_accuracy_truth": float(np.mean(truth)),
             "motion_accuracy_vae": float(np.mean(recon))}
+
+
+def vae_colour(vae, n: int, last: int = 5) -> dict:
+    """Colour accuracy (the generation metric) of held-out ground-truth clips after an RGBA VAE round
+    trip, over the whole clip and over its last `last` frames: generated colours can be no better
+    than what the VAE decodes, and a causal VAE can drift late in the clip."""
+    whole, late = [], []
+    for s in single_object_clips(n):
+        with torch.no_grad():
+            rec = vae.decode(vae.encode(s.video_tensor()[None]))[0].permute(1, 2, 3, 0).numpy()
+        want = s.objects[0].colour
+        whole.append(nearest_colour(*object_hue(rec)) == want)
+        late.append(nearest_colour(*object_hue(rec[-last:])) == want)
+    return {"colour_clips": len(whole), "colour_accuracy_vae": float(np.mean(whole)),
+            f"colour_accuracy_vae_last{last}": float(np.mean(late))}
 
 
 def generation_figures(engine, n: int, steps: int | None, guidance: float | None, log,
@@ -223,6 +246,7 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--motion-guidance", type=float, default=None, help="GenTron motion-free guidance scale")
     ap.add_argument("--motion-clips", type=int, default=30, help="clips for the VAE motion check (0: skip)")
+    ap.add_argument("--colour-clips", type=int, default=48, help="clips for the VAE colour check (0: skip)")
     ap.add_argument("--short-prompts", type=int, default=24, help="held-out prompts reduced to the subject (0: skip)")
     ap.add_argument("--sheet", default=None, help="write a contact sheet of the first 12 prompts here")
     ap.add_argument("--threads", type=int, default=2)
@@ -236,6 +260,8 @@ def main() -> None:
     report = {"preset": args.preset, "weights_dir": args.weights_dir, "vae": vae_reconstruction(engine.vae, args.clips)}
     if args.motion_clips:
         report["vae"].update(vae_motion(engine.vae, args.motion_clips))
+    if args.colour_clips:
+        report["vae"].update(vae_colour(engine.vae, args.colour_clips))
     gen, clips = generation_figures(engine, args.prompts, args.steps, args.guidance,
                                     lambda i, n: print(f"\r{i}/{n}", end="", file=sys.stderr),
                                     args.motion_guidance)

@@ -40,7 +40,10 @@ class BaseVAEConfig(LoopConfig):
     object_weight: float = 0.0  # pixel weight 1 + k·α: objects cover ~7% of a frame (0 = unweighted)
     crop: int = 32  # >0: crop×crop windows around an object pixel, but full frames on a quarter of the steps
     full_every: int = 4
-    window: int = 9  # 4k+1 frames: two cached chunks after frame 0, so streaming through the cache is trained
+    # 4k+1 frames: two cached chunks after frame 0, so streaming through the cache is trained. The tiny
+    # preset makes 17; past frame 9 colours drift. Whole clips (17, batch 4) gave a far better VAE but a
+    # generator that lost motion in run 9 (docs/training.md), so 9 stays for now.
+    window: int = 9
     kl: float = 1e-6
     edge: float = 0.5
 
