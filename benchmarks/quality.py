@@ -122,8 +122,8 @@ def vae_motion(vae, n: int) -> dict:
 
 def vae_colour(vae, n: int, last: int = 5) -> dict:
     """Colour accuracy (the generation metric) of held-out ground-truth clips after an RGBA VAE round
-    trip, over the whole clip and over its last `last` frames: generated colours can be no better
-    than what the VAE decodes, and a causal VAE can drift late in the clip."""
+    trip, over the whole clip and over its last `last` frames: generated clips decode through the
+    same VAE, and a causal VAE can drift late in the clip."""
     whole, late = [], []
     for s in single_object_clips(n):
         with torch.no_grad():
