@@ -92,47 +92,42 @@ def moved_right_way(alpha: np.ndarray, motion: str) -> tuple[list, bool]:
     return d.tolist(), bool(np.isfinite(d).all() and abs(d[axis]) > abs(d[1 - axis]) and np.sign(d[axis]) == want[axis])
 
 
-def single_object_clips(n: int, keep=lambda obj: True):
-    """The first n held-out single-object clips (Samples) whose object passes `keep`."""
+def vae_round_trip_figures(vae, colour_clips: int, motion_clips: int, last: int = 5) -> dict:
+    """The generation metrics on held-out single-object ground truth after one RGBA VAE round trip
+    per clip: colour over the whole clip and its last `last` frames (a causal VAE can drift late),
+    and motion direction on truth and round trip (separates a DiT motion gap from the VAE's or the
+    metric's). The first clips serve both checks, so each is encoded and decoded once."""
     from rgbacli.data import ProceduralDataset
 
-    ds = ProceduralDataset(split="heldout", length=20 * n, size=64, frames=17)
-    found = 0
+    ds = ProceduralDataset(split="heldout", length=20 * max(colour_clips, motion_clips), size=64, frames=17)
+    whole, late, truth, recon = [], [], [], []
     for i in range(len(ds)):
-        if found == n:
-            return
+        need_colour, need_motion = len(whole) < colour_clips, len(truth) < motion_clips
+        if not (need_colour or need_motion):
+            break
         s = ds[i]
-        if len(s.objects) == 1 and keep(s.objects[0]):
-            found += 1
-            yield s
-
-
-def vae_motion(vae, n: int) -> dict:
-    """Motion-direction accuracy of the metric itself on held-out ground-truth alpha, and after an
-    RGBA VAE round trip: separates a motion gap in the DiT from one in the VAE or the metric."""
-    truth, recon = [], []
-    for s in single_object_clips(n, lambda obj: obj.motion in DIRS):
-        with torch.no_grad():
-            rec = vae.decode(vae.encode(s.video_tensor()[None]))[0, 3].numpy()
-        truth.append(moved_right_way(s.rgba[..., 3], s.objects[0].motion)[1])
-        recon.append(moved_right_way(rec, s.objects[0].motion)[1])
-    return {"motion_clips": len(truth), "motion_accuracy_truth": float(np.mean(truth)),
-            "motion_accuracy_vae": float(np.mean(recon))}
-
-
-def vae_colour(vae, n: int, last: int = 5) -> dict:
-    """Colour accuracy (the generation metric) of held-out ground-truth clips after an RGBA VAE round
-    trip, over the whole clip and over its last `last` frames: generated clips decode through the
-    same VAE, and a causal VAE can drift late in the clip."""
-    whole, late = [], []
-    for s in single_object_clips(n):
+        if len(s.objects) != 1:
+            continue
+        obj = s.objects[0]
+        drifting = need_motion and obj.motion in DIRS
+        if not (need_colour or drifting):
+            continue
         with torch.no_grad():
             rec = vae.decode(vae.encode(s.video_tensor()[None]))[0].permute(1, 2, 3, 0).numpy()
-        want = s.objects[0].colour
-        whole.append(nearest_colour(*object_hue(rec)) == want)
-        late.append(nearest_colour(*object_hue(rec[-last:])) == want)
-    return {"colour_clips": len(whole), "colour_accuracy_vae": float(np.mean(whole)),
-            f"colour_accuracy_vae_last{last}": float(np.mean(late))}
+        if need_colour:
+            whole.append(nearest_colour(*object_hue(rec)) == obj.colour)
+            late.append(nearest_colour(*object_hue(rec[-last:])) == obj.colour)
+        if drifting:
+            truth.append(moved_right_way(s.rgba[..., 3], obj.motion)[1])
+            recon.append(moved_right_way(rec[..., 3], obj.motion)[1])
+    out = {}
+    if whole:
+        out.update({"colour_clips": len(whole), "colour_accuracy_vae": float(np.mean(whole)),
+                    f"colour_accuracy_vae_last{last}": float(np.mean(late))})
+    if truth:
+        out.update({"motion_clips": len(truth), "motion_accuracy_truth": float(np.mean(truth)),
+                    "motion_accuracy_vae": float(np.mean(recon))})
+    return out
 
 
 def generation_figures(engine, n: int, steps: int | None, guidance: float | None, log,
@@ -258,10 +253,7 @@ def main() -> None:
     engine = Engine(args.preset, device="cpu", weights_dir=args.weights_dir)
     t0 = time.perf_counter()
     report = {"preset": args.preset, "weights_dir": args.weights_dir, "vae": vae_reconstruction(engine.vae, args.clips)}
-    if args.motion_clips:
-        report["vae"].update(vae_motion(engine.vae, args.motion_clips))
-    if args.colour_clips:
-        report["vae"].update(vae_colour(engine.vae, args.colour_clips))
+    report["vae"].update(vae_round_trip_figures(engine.vae, args.colour_clips, args.motion_clips))
     gen, clips = generation_figures(engine, args.prompts, args.steps, args.guidance,
                                     lambda i, n: print(f"\r{i}/{n}", end="", file=sys.stderr),
                                     args.motion_guidance)
