@@ -145,7 +145,8 @@ def generation_figures(engine, n: int, steps: int | None, guidance: float | None
         visible = alpha > 0.05
         semi = float(((alpha > 0.05) & (alpha < 0.95)).sum() / max(visible.sum(), 1))
         row = {"prompt": prompt, "colour": obj.colour, "motion": obj.motion, "material": obj.material,
-               "pred_colour": nearest_colour(hue, sat), "coverage": coverage(alpha), "semi": semi}
+               "pred_colour": nearest_colour(hue, sat), "pred_colour_last5": nearest_colour(*object_hue(frames[-5:])),
+               "coverage": coverage(alpha), "semi": semi}
         if obj.motion in DIRS:
             row["displacement"], row["motion_ok"] = moved_right_way(alpha, obj.motion)
         rows.append(row)
@@ -157,6 +158,8 @@ def generation_figures(engine, n: int, steps: int | None, guidance: float | None
     figures = {
         "prompts": n,
         "colour_accuracy": float(np.mean([r["pred_colour"] == r["colour"] for r in rows])),
+        "colour_accuracy_last5": float(np.mean([r["pred_colour_last5"] == r["colour"] for r in rows])),
+        "colour_misses": colour_misses(rows),
         "motion_accuracy": float(np.mean([r["motion_ok"] for r in moving])) if moving else None,
         "motion_prompts": len(moving),
         "coverage_ok": float(np.mean([coverage_ok(r["coverage"]) for r in rows])),
@@ -164,6 +167,14 @@ def generation_figures(engine, n: int, steps: int | None, guidance: float | None
         "semi_transparent_share_solid": float(np.mean(solid)) if solid else None,
     }
     return figures, clips
+
+
+def colour_misses(rows: list[dict]) -> dict[str, int]:
+    """Wrong colours as "asked->got" counts, most frequent first: says which hues the model confuses."""
+    from collections import Counter
+
+    misses = Counter(f"{r['colour']}->{r['pred_colour']}" for r in rows if r["pred_colour"] != r["colour"])
+    return dict(misses.most_common())
 
 
 def short_prompt_figures(engine, n: int, seeds: int = 8, steps: int | None = None,
