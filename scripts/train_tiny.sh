@@ -3,8 +3,10 @@
 # install it into the package. After stage 1, two processes share the 2 cores, one thread each
 # (two OpenMP processes with 2 threads each on 2 cores stall each other):
 #   base-dit (32 min)  ∥  rgba-vae (27 min), then the dora and alpha-token latent caches
-#   dora (17 min)      ∥  alpha-tokens (12 min), then rgba-decoders (12 min: stage 3 continued on
-#                         the decoders only, which leaves the latent space dora trains on unchanged)
+#   dora (17 min), then alpha-tokens (12 min)
+#                      ∥  rgba-decoders (12 min: stage 3 continued on the decoder LoRAs), then
+#                         rgb-decoder (18 min: the fused RGB decoder alone on whole clips)
+# Neither decoder stage moves the latent space dora trains on.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/bootstrap.sh"
@@ -22,14 +24,17 @@ dit=$!
 vae=$!
 wait "$dit"; wait "$vae"
 tail -n 1 "$run/base_dit.log" "$run/rgba_vae.log"
-"$rgba" train dora --out "$run" --minutes 17 --threads 1 --clips 800 > "$run/dora.log" 2>&1 &
+{
+  "$rgba" train dora --out "$run" --minutes 17 --threads 1 --clips 800
+  "$rgba" train alpha-tokens --out "$run" --minutes 12 --threads 1 --clips 800
+} > "$run/dora.log" 2>&1 &
 dora=$!
 {
-  "$rgba" train alpha-tokens --out "$run" --minutes 12 --threads 1 --clips 800
   "$rgba" train rgba-decoders --out "$run" --minutes 12 --threads 1
-} > "$run/alpha_tokens.log" 2>&1 &
-tokens=$!
-wait "$dora"; wait "$tokens"
-tail -n 1 "$run/dora.log"; tail -n 2 "$run/alpha_tokens.log"
+  "$rgba" train rgb-decoder --out "$run" --minutes 18 --threads 1
+} > "$run/decoders.log" 2>&1 &
+decoders=$!
+wait "$dora"; wait "$decoders"
+tail -n 2 "$run/dora.log" "$run/decoders.log"
 "$rgba" train export --out "$run"
 echo "done: the tiny preset now uses the weights from $run"

@@ -317,17 +317,49 @@ def test_dora_stage_asks_to_re_encode_a_cache_without_object_masks(tmp_path):
         stage_dora(tmp_path, 0.1, False, 4, lambda *a: None)
 
 
+def _run_decoder_stage(stage, run):
+    """A fresh tiny RGBA VAE saved in `run`, one short decoder stage on it: (before, after, result, clip)."""
+    torch.manual_seed(0)
+    RGBAVAE.from_config(VAE, lora_rank=2, lora_alpha=2).save(run / "vae.safetensors")
+    before = RGBAVAE.load(run / "vae.safetensors").eval()
+    out = stage(run, minutes=0.05, resume=False, folder=None, log=lambda *a, **k: None)
+    return before, RGBAVAE.load(run / "vae.safetensors").eval(), out, FixedClips(b=1, t=5, size=64).rgba
+
+
 def test_rgba_decoders_stage_keeps_the_latent_space(tmp_path):
     from rgbacli.train.recipe import stage_rgba_decoders
 
-    torch.manual_seed(0)
-    RGBAVAE.from_config(VAE, lora_rank=2, lora_alpha=2).save(tmp_path / "vae.safetensors")
-    before = RGBAVAE.load(tmp_path / "vae.safetensors").eval()
-    x = FixedClips(b=1, t=5, size=64).rgba
-    out = stage_rgba_decoders(tmp_path, minutes=0.05, resume=False, folder=None, log=lambda *a, **k: None)
-    after = RGBAVAE.load(tmp_path / "vae.safetensors").eval()
+    before, after, out, x = _run_decoder_stage(stage_rgba_decoders, tmp_path)
     assert out["steps"] > 0 and 0.0 <= out["alpha_iou"] <= 1.0
     with torch.no_grad():
         assert torch.equal(before.encode(x), after.encode(x))  # merge block and encoder untouched
         changed = [n for n, p in after.named_parameters() if not torch.equal(p, dict(before.named_parameters())[n])]
     assert changed and all(".lora_" in n for n in changed)
+
+
+def test_rgb_decoder_stage_trains_only_the_rgb_decoder_copy(tmp_path):
+    """Stage 3c: encoder, merge block and alpha decoder untouched (so the latents and the generated
+    alpha stay valid); the fused RGB decoder copy changes; rgba-decoders then refuses the merged file."""
+    from rgbacli.errors import RgbaError
+    from rgbacli.train.recipe import stage_rgb_decoder, stage_rgba_decoders
+
+    before, after, out, x = _run_decoder_stage(stage_rgb_decoder, tmp_path)
+    assert out["steps"] > 0 and after.merged is not None and not after.has_lora
+    with torch.no_grad():
+        z = before.encode(x)
+        assert torch.equal(z, after.encode(x))
+        old, new = before.decode(z), after.decode(z)
+    torch.testing.assert_close(new[:, 3], old[:, 3], atol=1e-5, rtol=0)  # alpha: the same decoder, fused
+    assert (new[:, :3] - old[:, :3]).abs().max() > 1e-3
+    fused = before.merge_lora(drop_lora=True).merged
+    changed = {n.split(".")[0] for n, p in after.merged.named_parameters()
+               if not torch.equal(p, dict(fused.named_parameters())[n])}
+    assert changed == {"rgb"}
+    with pytest.raises(RgbaError, match="merged decoders.*run it before rgb-decoder"):
+        stage_rgba_decoders(tmp_path, minutes=0.05, resume=False, folder=None, log=lambda *a, **k: None)
+
+
+def test_rgb_decoder_cli_without_a_stage_3_vae(tmp_path, cli):
+    r = cli("train", "rgb-decoder", "--out", tmp_path, "--minutes", "0.01")
+    assert r.returncode == 1 and "vae.safetensors is missing" in r.stderr and "rgba train rgba-vae" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "vae.safetensors").exists()

@@ -93,6 +93,16 @@ def rgba_decoders(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: boo
          folder=data)
 
 
+@train_app.command("rgb-decoder")
+def rgb_decoder(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
+                data: Optional[str] = _FOLDER, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:
+    """Stage 3c: the RGB decoder alone, whole weights, on whole clips (latent space and alpha untouched)."""
+    from rgbacli.train.recipe import stage_rgb_decoder
+
+    _run("rgb-decoder", stage_rgb_decoder, as_json, threads, run=out, minutes=minutes or 20, resume=resume,
+         folder=data)
+
+
 @train_app.command("dora")
 def dora(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
          clips: int = _CLIPS, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:

@@ -3,6 +3,8 @@
 1. base-vae   base AutoencoderKLWan on RGB renders            → base_vae.safetensors
 2. base-dit   text encoder + WanTransformer3DModel, RGB latents → text_encoder / transformer.safetensors
 3. rgba-vae   merge block + RGB/alpha decoder LoRAs (Wan-Alpha) → vae.safetensors
+3b. rgba-decoders  the two LoRAs only, merge block frozen         → vae.safetensors
+3c. rgb-decoder    the fused RGB decoder copy only, whole clips   → vae.safetensors (merged decoders)
 4. dora       DoRA on the DiT over RGBA latents, motion-free    → dora.safetensors (Wan-Alpha layout)
 4b. alpha-tokens  TransPixar alpha tokens on the base DiT          → alpha_tokens.safetensors
 `export` copies the shipped files into the package (rgbacli/weights/tiny/).
@@ -219,6 +221,9 @@ def stage_rgba_decoders(run: Path, minutes: float, resume: bool, folder: str | N
 
     path = _need(run, "vae.safetensors", "rgba-vae")
     model = RGBAVAE.load(path)
+    if not model.has_lora:
+        raise RgbaError(f"{path} has merged decoders (rgb-decoder ran on it): rgba-decoders trains the LoRA "
+                        "form, so run it before rgb-decoder")
     model.freeze_base()
     model.merge.requires_grad_(False)
     before = vae_reconstruction(model.eval(), 8)["alpha_iou"]
@@ -226,6 +231,32 @@ def stage_rgba_decoders(run: Path, minutes: float, resume: bool, folder: str | N
     result = train_rgba_vae(model, source, RGBAVAEConfig(minutes=minutes), run / "rgba_decoders.ckpt.safetensors",
                             resume, log)
     result.update(alpha_iou_before=before, alpha_iou=vae_reconstruction(model.eval(), 8)["alpha_iou"])
+    model.save(path)
+    return result
+
+
+def stage_rgb_decoder(run: Path, minutes: float, resume: bool, folder: str | None, log) -> dict:
+    """Stage 3c: the two adapters fused into their own decoder copies, then the RGB copy alone trained,
+    every weight of it, on whole clips. The shorter VAE windows leave frames past the 9th in the wrong
+    hue; the encoder, merge block and alpha decoder stay as they are, so the latent space, every DiT
+    stage and the generated alpha stay valid (docs/training.md: run 10)."""
+    from rgbacli.evaluation import vae_reconstruction
+    from rgbacli.models.rgba_vae import RGBAVAE
+    from rgbacli.train.clips import ClipSource
+    from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
+
+    path = _need(run, "vae.safetensors", "rgba-vae")
+    model = RGBAVAE.load(path)
+    if model.merged is None:
+        model.merge_lora(drop_lora=True)
+    model.requires_grad_(False)
+    model.merged["rgb"].requires_grad_(True)
+    before = vae_reconstruction(model.eval(), 8)["rgb_psnr_opaque_db"]
+    source = ClipSource(tc.TINY_SIZE, tc.TINY_FRAMES, folder, seed=3)
+    cfg = RGBAVAEConfig(minutes=minutes, window=tc.TINY_FRAMES, batch=2)
+    result = train_rgba_vae(model, source, cfg, run / "rgb_decoder.ckpt.safetensors", resume, log)
+    result.update(rgb_psnr_opaque_db_before=before,
+                  rgb_psnr_opaque_db=vae_reconstruction(model.eval(), 8)["rgb_psnr_opaque_db"])
     model.save(path)
     return result
 
