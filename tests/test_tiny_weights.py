@@ -54,3 +54,23 @@ def test_cli_default_preset_unknown_words(cli, tmp_path):
     clip = read_clip(tmp_path / "z.webm")
     assert clip.frames.shape == (17, 64, 64, 4) and clip.had_alpha
     assert np.unique(clip.frames[..., 3]).size > 2  # VP9 alpha survived: a real matte, not all-opaque
+
+
+def test_tiny_vae_keeps_late_frame_colour():
+    """Frames 12–16 of a 17-frame clip come back near the hue they went in (the shipped RGB decoder is
+    trained on whole clips). Run 8's decoder returned green, cyan and blue orbs there 105–160° off, in
+    unrelated hues; neighbouring hues (within 45°) are what is left (docs/quality.md)."""
+    import colorsys
+
+    from rgbacli.data import COLOURS
+    from rgbacli.data.procedural import ClipSpec, ObjectSpec, make_clip
+
+    vae = Engine("tiny", device="cpu").vae
+    for colour in ("red", "green", "cyan", "blue"):
+        clip = make_clip(1, 64, 17, ClipSpec((ObjectSpec("orb", "solid", colour, "still", radius=0.2),)))
+        with torch.no_grad():
+            out = vae.decode(vae.encode(clip.video_tensor()[None]))[0, :, 12:]
+        a = out[3:4]
+        rgb = ((out[:3] * a).sum(dim=(1, 2, 3)) / a.sum()).clamp(0, 1).tolist()
+        hue, want = colorsys.rgb_to_hls(*rgb)[0] * 360, COLOURS[colour].hue
+        assert min(abs(hue - want), 360 - abs(hue - want)) < 45, (colour, round(hue))
