@@ -58,7 +58,7 @@ def test_cli_default_preset_unknown_words(cli, tmp_path):
 
 def test_tiny_vae_keeps_late_frame_colour():
     """Frames 12–16 of a 17-frame clip come back near the hue they went in (the shipped RGB decoder is
-    trained on whole clips). Run 8's decoder returned green, cyan and blue orbs there 105–160° off, in
+    trained on whole clips). Run 8's decoder returned green, cyan and blue orbs there 106–162° off, in
     unrelated hues; neighbouring hues (within 45°) are what is left (docs/quality.md)."""
     import colorsys
 

@@ -154,7 +154,7 @@ def rgba_vae_losses(pred: torch.Tensor, target: torch.Tensor, perceptual: Percep
 
 def check_trainable(model) -> list[str]:
     """Names of parameters that require grad; raises if anything outside the merge block, the LoRAs
-    (stage 3) or the merged RGB decoder copy (stage 3b) does: the encoder must never move."""
+    (stages 3, 3b) or the fused RGB decoder copy (stage 3c) does: the encoder must never move."""
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     bad = [n for n in names
            if not (n.startswith(("merge.", "merged.rgb.")) or ".lora_A." in n or ".lora_B." in n)]
