@@ -41,6 +41,7 @@ def atomic_output(path: str | os.PathLike, force: bool = False, directory: bool 
         tmp = Path(name)
     try:
         yield tmp
+        _default_mode(tmp)
         if directory:
             if path.exists():
                 if path.is_dir():
@@ -58,3 +59,11 @@ def atomic_output(path: str | os.PathLike, force: bool = False, directory: bool 
         elif tmp.exists():
             tmp.unlink()
         raise
+
+
+def _default_mode(path: Path) -> None:
+    """Give a finished temporary file or folder the mode a plain `open()` or `mkdir` would have:
+    mkstemp and mkdtemp make them private (0600 / 0700), and the rename would keep that."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)

@@ -56,3 +56,21 @@ def test_atomic_output_never_clobbers(tmp_path):
     with atomic_output(target, force=True) as tmp:
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new"
+
+
+def test_atomic_outputs_get_the_mode_a_plain_write_would_have(tmp_path):
+    """mkstemp/mkdtemp are private (0600/0700); a finished output must be readable like any file the
+    user writes (a render farm or a second account reads it), i.e. 0666/0777 less the umask."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "clip.mov") as tmp:
+            tmp.write_bytes(b"x")
+        with atomic_output(tmp_path / "frames", directory=True) as tmp:
+            (tmp / "0001.png").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "clip.mov").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "frames").stat().st_mode) == 0o755
