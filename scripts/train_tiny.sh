@@ -36,5 +36,5 @@ dora=$!
 decoders=$!
 wait "$dora"; wait "$decoders"
 tail -n 2 "$run/dora.log" "$run/decoders.log"
-"$rgba" train export --out "$run"
+"$rgba" train export --out "$run" --force
 echo "done: the tiny preset now uses the weights from $run"

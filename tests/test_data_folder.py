@@ -59,11 +59,6 @@ def test_discovers_sequences_dirs_and_files(tmp_path):
 
 
 def test_reads_resizes_and_windows_a_clip(tmp_path):
-    pytest.importorskip("rgbacli.media", reason="rgbacli.media (read_clip) is not available yet")
-    from rgbacli import media
-
-    if not hasattr(media, "read_clip"):
-        pytest.skip("rgbacli.media.read_clip is not available yet")
     _write_apng(tmp_path / "box.png", _frames(10), fps=8)
     (tmp_path / "box.txt").write_text("a red box")
     _write_sequence(tmp_path, "short", _frames(3))
@@ -83,3 +78,25 @@ def test_reads_resizes_and_windows_a_clip(tmp_path):
     assert short.rgba.shape[0] == 6 and np.array_equal(short.rgba[2], short.rgba[5])
     batch = FolderDataset.collate([s, short])
     assert tuple(batch["video"].shape) == (2, 4, 6, 32, 32)
+
+
+def test_training_visits_see_different_windows_of_a_long_clip(tmp_path):
+    """Indexing is stable (caches, evaluation); `sample` with the loop's generator moves the window, so
+    a long clip is not the same few frames on every visit."""
+    _write_apng(tmp_path / "box.png", _frames(16), fps=8)
+    (tmp_path / "box.txt").write_text("a red box")
+    ds = FolderDataset(tmp_path, size=16, frames=4, fps=8, seed=0)
+    assert np.array_equal(ds[0].rgba, ds[0].rgba)
+    rng = np.random.default_rng(0)
+
+    def box_left(rgba):  # the box moves 4 px right per source frame: its left edge dates the window
+        return int(np.argmax(rgba[0, ..., 3].max(axis=0) > 0.5))
+
+    starts = {box_left(ds.sample(0, rng).rgba) for _ in range(12)}
+    assert len(starts) >= 4, starts
+
+    from rgbacli.train.clips import ClipSource
+
+    source = ClipSource(16, 4, str(tmp_path), seed=0)
+    firsts = {int(np.argmax(source.batch(1)[0][0, 3, 0].amax(0).numpy() > 0.5)) for _ in range(12)}
+    assert len(firsts) >= 4, firsts

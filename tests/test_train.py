@@ -64,11 +64,22 @@ def test_base_vae_steps_lower_loss_and_resume(tmp_path):
     cfg = BaseVAEConfig(steps=12, minutes=5, batch=2, lr=3e-3, ckpt_every=6, warmup=1, image_steps=0)
     out = train_base_vae(vae, src, cfg, tmp_path / "ck.safetensors")
     assert out["steps"] == 12 and l1() < before * 0.9
-    # resume continues from the checkpoint's step count
+    # resume restores the weights (a fresh model resumed at the end step equals the trained one) and
+    # continues from the checkpoint's step count
     vae2 = new_base_vae(VAE)
-    out2 = train_base_vae(vae2, src, BaseVAEConfig(steps=14, minutes=5, batch=2), tmp_path / "ck.safetensors",
+    out2 = train_base_vae(vae2, src, BaseVAEConfig(steps=12, minutes=5, batch=2), tmp_path / "ck.safetensors",
                           resume=True)
-    assert out2["steps"] == 14
+    assert out2["steps"] == 12
+    trained = dict(vae.named_parameters())
+    assert all(torch.equal(p, trained[n]) for n, p in vae2.named_parameters())
+    out3 = train_base_vae(vae2, src, BaseVAEConfig(steps=14, minutes=5, batch=2), tmp_path / "ck.safetensors",
+                          resume=True)
+    assert out3["steps"] == 14
+    from rgbacli.errors import RgbaError
+
+    with pytest.raises(RgbaError, match="nothing to resume"):
+        train_base_vae(new_base_vae(VAE), src, BaseVAEConfig(steps=2, minutes=5, batch=2),
+                       tmp_path / "none.safetensors", resume=True)
 
 
 def test_latent_scale_init_gives_unit_posterior_mean():
@@ -359,7 +370,188 @@ def test_rgb_decoder_stage_trains_only_the_rgb_decoder_copy(tmp_path):
         stage_rgba_decoders(tmp_path, minutes=0.05, resume=False, folder=None, log=lambda *a, **k: None)
 
 
+def test_training_the_fused_rgb_copy_alone_lowers_the_loss():
+    """What stage 3c optimises: with only merged["rgb"] trainable, a few steps lower the RGB terms of
+    stage 3's loss (soft and hard renders) and leave the alpha decode as it was."""
+    from rgbacli.train.vae_losses import PerceptualLoss, rgba_vae_losses
+
+    torch.manual_seed(0)
+    model = RGBAVAE.from_config(VAE, lora_rank=2, lora_alpha=2).merge_lora(drop_lora=True)
+    model.requires_grad_(False)
+    model.merged["rgb"].requires_grad_(True)
+    src = FixedClips()
+    perceptual = PerceptualLoss(vae=model)
+
+    @torch.no_grad()
+    def evaluate():
+        gen = torch.Generator().manual_seed(0)  # the same render colours before and after
+        model.eval()
+        losses = rgba_vae_losses(model(src.rgba, generator=gen), src.rgba, perceptual, gen)
+        rgb = sum(float(v) for k, v in losses.items() if k.endswith(("_soft", "_hard")))
+        return rgb, model.decode(model.encode(src.rgba))[:, 3]
+
+    before, alpha_before = evaluate()
+    train_rgba_vae(model, src, RGBAVAEConfig(steps=12, minutes=5, batch=2, image_batch=2, lr=3e-3, warmup=1),
+                   __import__("pathlib").Path(__import__("tempfile").mkdtemp()) / "ck.safetensors", perceptual=perceptual)
+    after, alpha_after = evaluate()
+    print("stage-3 RGB terms", before, "->", after)
+    assert after < before * 0.95  # 1.23 -> 1.11 here
+    torch.testing.assert_close(alpha_after, alpha_before, atol=1e-6, rtol=0)
+
+
 def test_rgb_decoder_cli_without_a_stage_3_vae(tmp_path, cli):
     r = cli("train", "rgb-decoder", "--out", tmp_path, "--minutes", "0.01")
     assert r.returncode == 1 and "vae.safetensors is missing" in r.stderr and "rgba train rgba-vae" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "vae.safetensors").exists()
+
+
+def test_stage_cli_refuses_to_clobber_a_run_and_resumes_only_from_a_checkpoint(tmp_path, cli):
+    import json
+
+    torch.manual_seed(0)
+    RGBAVAE.from_config(VAE, lora_rank=2, lora_alpha=2).save(tmp_path / "vae.safetensors")
+    original = (tmp_path / "vae.safetensors").read_bytes()
+    args = ("train", "rgba-decoders", "--out", tmp_path, "--minutes", "0.01", "--threads", "1", "--json")
+
+    r = cli(*args, "--resume")
+    assert r.returncode == 1 and "nothing to resume" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "vae.safetensors").read_bytes() == original
+
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)
+    assert first["stage"] == "rgba-decoders" and first["steps"] > 0
+    trained = (tmp_path / "vae.safetensors").read_bytes()
+    assert trained != original
+
+    r = cli(*args)  # ran before: refused, nothing touched
+    assert r.returncode == 1 and "already exists: rgba-decoders has run" in r.stderr and "--force" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and (tmp_path / "vae.safetensors").read_bytes() == trained
+
+    r = cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["steps"] > first["steps"]  # continued from the checkpoint's step
+    r = cli(*args, "--force")
+    assert r.returncode == 0, r.stderr
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic saves leave no temporary files behind
+
+
+@pytest.mark.parametrize("flags, code, message", [
+    (("--minutes", "0"), 2, "--minutes must be positive"),
+    (("--minutes", "-1"), 2, "--minutes must be positive"),
+    (("--threads", "0"), 2, "--threads must be at least 1"),
+    (("--clips", "0"), 2, "--clips must be at least 1"),
+])
+def test_stage_cli_rejects_bad_numbers_before_creating_anything(tmp_path, cli, flags, code, message):
+    run = tmp_path / "run"
+    r = cli("train", "base-dit", "--out", run, *flags)
+    assert r.returncode == code and message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not run.exists()
+
+
+def test_stage_cli_rejects_a_file_as_run_folder_and_a_bad_data_folder(tmp_path, cli):
+    (tmp_path / "file").write_text("x")
+    r = cli("train", "base-vae", "--out", tmp_path / "file", "--minutes", "0.01")
+    assert r.returncode == 1 and "is a file, not a run folder" in r.stderr
+    r = cli("train", "base-vae", "--out", tmp_path / "run", "--data", tmp_path / "nowhere")
+    assert r.returncode == 1 and "not a directory of clips" in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_export_checks_every_file_first_and_replaces_only_with_force(tmp_path):
+    from rgbacli.errors import OutputExistsError, RgbaError
+    from rgbacli.train.recipe import SHIPPED, export
+
+    run, to = tmp_path / "run", tmp_path / "weights"
+    run.mkdir()
+    for name in SHIPPED[:-1]:
+        (run / name).write_bytes(name.encode())
+    with pytest.raises(RgbaError, match="alpha_tokens.safetensors is missing: run `rgba train alpha-tokens"):
+        export(run, to)
+    assert not to.exists()
+    (run / SHIPPED[-1]).write_bytes(b"tokens")
+    assert [p.read_bytes() for p in export(run, to)] == [(run / n).read_bytes() for n in SHIPPED]
+    assert export(run, to)  # identical files: nothing to replace, no --force needed
+    (run / "vae.safetensors").write_bytes(b"retrained")
+    with pytest.raises(OutputExistsError, match="vae.safetensors already exists and differs.*--force"):
+        export(run, to)
+    assert (to / "vae.safetensors").read_bytes() == b"vae.safetensors"
+    export(run, to, force=True)
+    assert (to / "vae.safetensors").read_bytes() == b"retrained"
+
+
+def _rgb_run(run):
+    """A run folder with a tiny-config base VAE (random weights), as stage 1 leaves it."""
+    from rgbacli.train import tiny_config as tc
+    from rgbacli.weights.own import save_model
+
+    torch.manual_seed(0)
+    save_model(new_base_vae(tc.TINY_VAE), run / "base_vae.safetensors")
+
+
+def test_a_latent_cache_is_encoded_again_when_its_encoder_or_its_clips_change(tmp_path, capsys):
+    from rgbacli.train.recipe import rgb_latents
+
+    _rgb_run(tmp_path)
+    first = rgb_latents(tmp_path, 2, lambda *a: None)
+    assert first.source == "procedural" and first.probe is not None
+    again = rgb_latents(tmp_path, 2, lambda *a: None)  # same encoder: the cache is used as it is
+    assert torch.equal(again.latents, first.latents)
+    assert "encoding it again" not in capsys.readouterr().err
+
+    torch.manual_seed(1)  # stage 1 trained again: other weights, so other latents
+    from rgbacli.train import tiny_config as tc
+    from rgbacli.weights.own import save_model
+
+    save_model(new_base_vae(tc.TINY_VAE), tmp_path / "base_vae.safetensors")
+    fresh = rgb_latents(tmp_path, 2, lambda *a: None)
+    assert "encoding it again (its VAE encoder has changed since)" in capsys.readouterr().err
+    assert not torch.allclose(fresh.latents, first.latents)
+    assert torch.equal(LatentSet.load(tmp_path / "rgb_latents.safetensors").latents, fresh.latents)
+
+
+def _clip_folder(folder, captions):
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    for i, caption in enumerate(captions):
+        frames = np.zeros((6, 64, 64, 4), np.uint8)
+        for t in range(6):
+            frames[t, 20:40, 8 + 4 * t:28 + 4 * t] = (40, 60, 220, 255)
+        ims = [Image.fromarray(f, "RGBA") for f in frames]
+        ims[0].save(folder / f"clip{i}.png", save_all=True, append_images=ims[1:], duration=125, format="PNG")
+        (folder / f"clip{i}.txt").write_text(caption)
+
+
+def test_dit_stages_train_on_a_folder_of_captioned_clips(tmp_path, capsys):
+    """base-dit on user clips learns their caption words (vocabulary grows); dora on clips whose words
+    the frozen text encoder lacks says which, once."""
+    from rgbacli.train import tiny_config as tc
+    from rgbacli.train.recipe import load_base_vae, stage_base_dit, stage_dora
+
+    run = tmp_path / "run"
+    run.mkdir()
+    _rgb_run(run)
+    clips = tmp_path / "clips"
+    _clip_folder(clips, ["a cobalt widget sliding right", "a blue widget"])
+    out = stage_base_dit(run, 0.02, False, 50, lambda *a: None, folder=str(clips))
+    assert out["steps"] > 0
+    cache = LatentSet.load(run / "rgb_latents.safetensors")
+    assert cache.source == f"folder:{clips.resolve()}" and len(cache.captions) == 2  # each clip once
+    assert cache.latents.shape == (2, 8, 9, 16, 16) and cache.masks.amax() > 0
+    text = TinyTextEncoder.load(run / "text_encoder.safetensors")
+    from rgbacli.models.text_encoder import default_vocab
+
+    assert {"cobalt", "widget", "sliding"} <= set(text.vocab)
+    assert text.vocab[:len(default_vocab())] == default_vocab()  # known words keep their ids
+
+    model = RGBAVAE(load_base_vae(run / "base_vae.safetensors"), lora_rank=tc.TINY_VAE_LORA["rank"],
+                    lora_alpha=tc.TINY_VAE_LORA["alpha"]).init_merge_from_encoder_head()
+    model.save(run / "vae.safetensors")
+    other = tmp_path / "other"
+    _clip_folder(other, ["a cobalt gizmo spinning", "a blue gizmo"])
+    capsys.readouterr()
+    out = stage_dora(run, 0.02, False, 50, lambda *a: None, folder=str(other))
+    assert out["steps"] > 0 and (run / "dora.safetensors").exists()
+    err = capsys.readouterr().err
+    assert "outside the text encoder's vocabulary (set by base-dit) are ignored: gizmo\n" in err

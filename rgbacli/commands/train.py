@@ -17,11 +17,33 @@ app.add_typer(train_app, name="train")
 _OUT = typer.Option(Path("runs/tiny"), "--out", help="Run folder for checkpoints and stage outputs.")
 _MIN = typer.Option(None, "--minutes", help="Wall-clock budget of the stage.")
 _RESUME = typer.Option(False, "--resume", help="Continue from the stage's last checkpoint.")
+_FORCE = typer.Option(False, "--force", help="Train the stage again from the start where it already ran.")
 _JSON = typer.Option(False, "--json", help="Print a machine-readable summary on stdout.")
 _THREADS = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest on a busy machine: "
                         "OpenMP threads that share cores with other work stall each other).")
 _FOLDER = typer.Option(None, "--data", help="Folder of RGBA clips with .txt captions (default: procedural).")
-_CLIPS = typer.Option(1600, "--clips", help="Clips encoded once into the latent cache for DiT stages.")
+_CLIPS = typer.Option(1600, "--clips", help="Clips encoded once into the latent cache for DiT stages "
+                      "(with --data: each clip of the folder once, at most this many).")
+_VGG = typer.Option(None, "--vgg", help="Local torchvision VGG16 weights for the paper's perceptual loss "
+                    "(default: the frozen VAE encoder's first block).")
+
+
+def _check(out: Path, minutes: float | None, threads: int | None, clips: int | None, data: str | None) -> None:
+    """Bad option values are one line and exit 2 before anything is created."""
+    from rgbacli.errors import RgbaError, UsageError
+
+    if minutes is not None and not minutes > 0:
+        raise UsageError(f"--minutes must be positive, not {minutes:g}")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be at least 1, not {threads}")
+    if clips is not None and clips < 1:
+        raise UsageError(f"--clips must be at least 1, not {clips}")
+    if out.exists() and not out.is_dir():
+        raise RgbaError(f"--out {out} is a file, not a run folder")
+    if data is not None:
+        from rgbacli.data.folder import discover
+
+        discover(data)
 
 
 def _run(stage: str, fn, as_json: bool, threads: int | None = None, **kw) -> None:
@@ -56,75 +78,98 @@ def _run(stage: str, fn, as_json: bool, threads: int | None = None, **kw) -> Non
         print_json(result)
 
 
+def _stage(stage: str, fn, *, out: Path, minutes: float | None, default_minutes: float, resume: bool, force: bool,
+           as_json: bool, threads: int | None, clips: int | None = None, data: str | None = None, **kw) -> None:
+    """Validate, refuse to clobber a stage that already ran (check_stage), then train."""
+    from rgbacli.train.recipe import check_stage
+
+    _check(out, minutes, threads, clips, data)
+    check_stage(out, stage, resume, force)
+    if clips is not None:
+        kw["clips"] = clips
+    _run(stage, fn, as_json, threads, run=out, minutes=default_minutes if minutes is None else minutes,
+         resume=resume, folder=data, **kw)
+
+
 @train_app.command("base-vae")
-def base_vae(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
+def base_vae(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
              data: Optional[str] = _FOLDER, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:
     """Stage 1: the base video VAE on RGB renders."""
     from rgbacli.train.recipe import stage_base_vae
 
-    _run("base-vae", stage_base_vae, as_json, threads, run=out, minutes=minutes or 12, resume=resume, folder=data)
+    _stage("base-vae", stage_base_vae, out=out, minutes=minutes, default_minutes=12, resume=resume, force=force,
+           as_json=as_json, threads=threads, data=data)
 
 
 @train_app.command("base-dit")
-def base_dit(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
-             clips: int = _CLIPS, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:
+def base_dit(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
+             clips: int = _CLIPS, data: Optional[str] = _FOLDER, as_json: bool = _JSON,
+             threads: Optional[int] = _THREADS) -> None:
     """Stage 2: the base text-to-video DiT and the tiny text encoder on RGB latents."""
     from rgbacli.train.recipe import stage_base_dit
 
-    _run("base-dit", stage_base_dit, as_json, threads, run=out, minutes=minutes or 30, resume=resume, clips=clips)
+    _stage("base-dit", stage_base_dit, out=out, minutes=minutes, default_minutes=30, resume=resume, force=force,
+           as_json=as_json, threads=threads, clips=clips, data=data)
 
 
 @train_app.command("rgba-vae")
-def rgba_vae(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
-             data: Optional[str] = _FOLDER, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:
+def rgba_vae(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
+             data: Optional[str] = _FOLDER, vgg: Optional[str] = _VGG, as_json: bool = _JSON,
+             threads: Optional[int] = _THREADS) -> None:
     """Stage 3 (Wan-Alpha): merge block + RGB/alpha decoder LoRAs, encoder frozen."""
     from rgbacli.train.recipe import stage_rgba_vae
 
-    _run("rgba-vae", stage_rgba_vae, as_json, threads, run=out, minutes=minutes or 12, resume=resume, folder=data)
+    _stage("rgba-vae", stage_rgba_vae, out=out, minutes=minutes, default_minutes=12, resume=resume, force=force,
+           as_json=as_json, threads=threads, data=data, vgg=vgg)
 
 
 @train_app.command("rgba-decoders")
-def rgba_decoders(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
-                  data: Optional[str] = _FOLDER, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:
+def rgba_decoders(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
+                  data: Optional[str] = _FOLDER, vgg: Optional[str] = _VGG, as_json: bool = _JSON,
+                  threads: Optional[int] = _THREADS) -> None:
     """Stage 3, continued on the decoders only (the latent space stays put, so later stages stay valid)."""
     from rgbacli.train.recipe import stage_rgba_decoders
 
-    _run("rgba-decoders", stage_rgba_decoders, as_json, threads, run=out, minutes=minutes or 10, resume=resume,
-         folder=data)
+    _stage("rgba-decoders", stage_rgba_decoders, out=out, minutes=minutes, default_minutes=10, resume=resume,
+           force=force, as_json=as_json, threads=threads, data=data, vgg=vgg)
 
 
 @train_app.command("rgb-decoder")
-def rgb_decoder(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
-                data: Optional[str] = _FOLDER, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:
+def rgb_decoder(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
+                data: Optional[str] = _FOLDER, vgg: Optional[str] = _VGG, as_json: bool = _JSON,
+                threads: Optional[int] = _THREADS) -> None:
     """Stage 3c: the RGB decoder alone, whole weights, on whole clips (latent space and alpha untouched)."""
     from rgbacli.train.recipe import stage_rgb_decoder
 
-    _run("rgb-decoder", stage_rgb_decoder, as_json, threads, run=out, minutes=minutes or 20, resume=resume,
-         folder=data)
+    _stage("rgb-decoder", stage_rgb_decoder, out=out, minutes=minutes, default_minutes=20, resume=resume,
+           force=force, as_json=as_json, threads=threads, data=data, vgg=vgg)
 
 
 @train_app.command("dora")
-def dora(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
-         clips: int = _CLIPS, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:
+def dora(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
+         clips: int = _CLIPS, data: Optional[str] = _FOLDER, as_json: bool = _JSON,
+         threads: Optional[int] = _THREADS) -> None:
     """Stage 4 (Wan-Alpha): DoRA on the DiT over RGBA latents, with motion-free dropout."""
     from rgbacli.train.recipe import stage_dora
 
-    _run("dora", stage_dora, as_json, threads, run=out, minutes=minutes or 20, resume=resume, clips=clips)
+    _stage("dora", stage_dora, out=out, minutes=minutes, default_minutes=20, resume=resume, force=force,
+           as_json=as_json, threads=threads, clips=clips, data=data)
 
 
 @train_app.command("alpha-tokens")
-def alpha_tokens(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME,
-                 clips: int = _CLIPS, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:
+def alpha_tokens(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
+                 clips: int = _CLIPS, data: Optional[str] = _FOLDER, as_json: bool = _JSON,
+                 threads: Optional[int] = _THREADS) -> None:
     """Stage 4b (TransPixar): alpha tokens on the base DiT, for `--backend alpha-tokens`."""
     from rgbacli.train.recipe import stage_alpha_tokens
 
-    _run("alpha-tokens", stage_alpha_tokens, as_json, threads, run=out, minutes=minutes or 18, resume=resume,
-         clips=clips)
+    _stage("alpha-tokens", stage_alpha_tokens, out=out, minutes=minutes, default_minutes=18, resume=resume,
+           force=force, as_json=as_json, threads=threads, clips=clips, data=data)
 
 
 @train_app.command("latents")
 def latents(stage: str = typer.Argument(..., help="The DiT stage whose cache to build: base-dit, dora or alpha-tokens."),
-            out: Path = _OUT, clips: int = _CLIPS, as_json: bool = _JSON,
+            out: Path = _OUT, clips: int = _CLIPS, data: Optional[str] = _FOLDER, as_json: bool = _JSON,
             threads: Optional[int] = _THREADS) -> None:
     """Encode a DiT stage's latent cache ahead of it (e.g. while another stage still trains)."""
     from rgbacli.errors import UsageError
@@ -132,22 +177,25 @@ def latents(stage: str = typer.Argument(..., help="The DiT stage whose cache to 
 
     if stage not in LATENT_CACHES:
         raise UsageError(f"unknown stage {stage!r} for latents (choose from {', '.join(LATENT_CACHES)})")
+    _check(out, None, threads, clips, data)
 
     def build(run, log):
-        data = LATENT_CACHES[stage](run, clips, log)
-        return {"clips": len(data.captions), "still": len(data.still_captions)}
+        cache = LATENT_CACHES[stage](run, clips, log, data)
+        return {"clips": len(cache.captions), "still": len(cache.still_captions)}
 
     _run(f"latents {stage}", build, as_json, threads, run=out)
 
 
 @train_app.command("export")
 def export(out: Path = _OUT, to: Optional[Path] = typer.Option(None, "--to", help="Destination folder "
-           "(default: the package's tiny weights)."), as_json: bool = _JSON) -> None:
+           "(default: the package's tiny weights)."),
+           force: bool = typer.Option(False, "--force", help="Replace weight files that differ."),
+           as_json: bool = _JSON) -> None:
     """Copy the trained files into the package so the `tiny` preset uses them."""
     from rgbacli.presets import PACKAGE_WEIGHTS
     from rgbacli.train.recipe import export as do_export
 
-    files = do_export(out, to or PACKAGE_WEIGHTS / "tiny")
+    files = do_export(out, to or PACKAGE_WEIGHTS / "tiny", force)
     info("exported " + ", ".join(str(f) for f in files))
     if as_json:
         print_json({"files": [str(f) for f in files]})

@@ -62,7 +62,8 @@ class FolderDataset:
     """Indexable user clips as `Sample`s (no ground-truth objects: `objects=[]`, empty tracks).
 
     `fps` resamples time to the training rate (None keeps the source rate); the N-frame window
-    starts at a position drawn from (seed, index), or at 0 with `random_window=False`. Clips
+    starts at a position drawn from (seed, index) (`sample` takes the caller's generator instead),
+    or at 0 with `random_window=False`. Clips
     shorter than N frames repeat their last frame (with a warning).
     """
 
@@ -80,6 +81,12 @@ class FolderDataset:
         return len(self.entries)
 
     def __getitem__(self, index: int) -> Sample:
+        """Clip `index` with its window drawn from (seed, index): the same sample every time."""
+        return self.sample(index, np.random.default_rng([self.seed, index]))
+
+    def sample(self, index: int, rng: np.random.Generator) -> Sample:
+        """Clip `index` with its window start drawn from `rng`, so a training loop that visits a long
+        clip many times sees different stretches of it."""
         from rgbacli.media import read_clip  # lazy: media is a heavier import
 
         if not 0 <= index < len(self.entries):
@@ -89,7 +96,6 @@ class FolderDataset:
         frames = np.asarray(clip.frames)
         if frames.dtype == np.uint8:
             frames = frames.astype(np.float32) / np.float32(255.0)
-        rng = np.random.default_rng([self.seed, index])
         src_fps = float(clip.fps)
         fps = float(self.fps) if self.fps else src_fps
         step = src_fps / fps

@@ -247,11 +247,11 @@ class RGBAVAE(nn.Module):
                 "merged": self.merged is not None, "encoder_ready": self.encoder_ready}
 
     def save(self, path) -> None:
-        """Write the whole model to one .safetensors file with the config as JSON metadata."""
-        from safetensors.torch import save_file
+        """Write the whole model to one .safetensors file with the config as JSON metadata (temp file,
+        then rename: the decoder stages rewrite their input file in place)."""
+        from rgbacli.weights.io import save_safetensors
 
-        sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(sd, str(path), metadata={"rgba_vae_config": json.dumps(self.config_dict())})
+        save_safetensors(self.state_dict(), path, metadata={"rgba_vae_config": json.dumps(self.config_dict())})
 
     @classmethod
     def load(cls, path) -> "RGBAVAE":

@@ -32,6 +32,17 @@ def default_vocab() -> list[str]:
     return [PAD, *caption_vocabulary()]
 
 
+def vocab_for(captions: list[str]) -> list[str]:
+    """The default vocabulary plus every other word of `captions` (sorted, stopwords left out): what
+    a text encoder trained on a folder of the user's captioned clips needs to read them."""
+    from rgbacli.data.captions import STOPWORDS
+
+    base = default_vocab()
+    known = set(base) | set(STOPWORDS)
+    extra = {w for c in captions for w in _SPLIT.split(c.lower()) if w and w not in known}
+    return base + sorted(extra)
+
+
 class WordTokenizer:
     """Lowercase, split on non-letters, map words to ids; pad/truncate to `max_len`."""
 
@@ -148,17 +159,9 @@ class TinyTextEncoder(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write weights + config + vocab to one .safetensors file (temp file, then rename)."""
-        from safetensors.torch import save_file
+        from rgbacli.weights.io import save_safetensors
 
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        try:
-            save_file(tensors, str(tmp), metadata=self.metadata())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        save_safetensors(self.state_dict(), path, metadata=self.metadata())
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from rgbacli.errors import RgbaError
+from rgbacli.weights.io import save_safetensors
 
 
 def save_checkpoint(path: Path, params: dict[str, torch.nn.Parameter], optimizer: torch.optim.Optimizer,
@@ -25,9 +25,7 @@ def save_checkpoint(path: Path, params: dict[str, torch.nn.Parameter], optimizer
                     tensors[f"optim/{index[id(p)]}/{sk}"] = sv.detach().cpu().reshape(sv.shape).contiguous()
     meta = {"step": str(step), "extra": json.dumps(extra or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    save_safetensors(tensors, path, metadata=meta)
 
 
 def load_checkpoint(path: Path, params: dict[str, torch.nn.Parameter], optimizer: torch.optim.Optimizer) -> tuple[int, dict]:

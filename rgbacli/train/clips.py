@@ -22,7 +22,10 @@ class ClipSource:
     def batch(self, n: int, window: int | None = None) -> tuple[torch.Tensor, list[str]]:
         """n random clips; with `window`, a random run of that many frames from each."""
         idx = self.rng.integers(0, len(self.ds), n)
-        samples = [self.ds[int(i)] for i in idx]
+        if hasattr(self.ds, "sample"):  # user clips: a fresh window of each long clip on every visit
+            samples = [self.ds.sample(int(i), self.rng) for i in idx]
+        else:
+            samples = [self.ds[int(i)] for i in idx]
         rgba = np.stack([s.rgba for s in samples])  # (B, T, H, W, 4)
         if window is not None and window < rgba.shape[1]:
             start = int(self.rng.integers(0, rgba.shape[1] - window + 1))

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from rgbacli.weights.io import save_safetensors
 
 
 def latent_object_mask(alpha: torch.Tensor, grid: tuple[int, int, int], copies: int = 1) -> torch.Tensor:
@@ -28,7 +30,11 @@ def latent_object_mask(alpha: torch.Tensor, grid: tuple[int, int, int], copies: 
 @dataclass
 class LatentSet:
     """Latents (N, C, t, h, w), captions, still-clip latents for a subset (motion-free dropout) and,
-    optionally, object masks (N, 1, t, h, w) for both (:func:`latent_object_mask`)."""
+    optionally, object masks (N, 1, t, h, w) for both (:func:`latent_object_mask`).
+
+    ``source`` says where the clips came from ("procedural" or "folder:/abs/path") and ``probe`` is
+    the encoder's latent of one fixed clip (:func:`probe_latent`): together they tell whether a
+    cache still matches the data and the VAE a stage is about to train on."""
 
     latents: torch.Tensor
     captions: list[str]
@@ -36,34 +42,66 @@ class LatentSet:
     still_captions: list[str]
     masks: torch.Tensor | None = None
     still_masks: torch.Tensor | None = None
+    probe: torch.Tensor | None = None
+    source: str | None = None
 
     def save(self, path: Path) -> None:
         tensors = {"latents": self.latents, "still": self.still}
         if self.masks is not None:
             tensors.update(masks=self.masks.half(), still_masks=self.still_masks.half())
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path),
-                  metadata={"captions": json.dumps(self.captions), "still_captions": json.dumps(self.still_captions)})
+        if self.probe is not None:
+            tensors["probe"] = self.probe
+        meta = {"captions": json.dumps(self.captions), "still_captions": json.dumps(self.still_captions)}
+        if self.source is not None:
+            meta["source"] = self.source
+        save_safetensors(tensors, path, metadata=meta)
 
     @classmethod
     def load(cls, path: Path) -> "LatentSet":
         from safetensors import safe_open
 
-        t = load_file(str(path))
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata()
+        from rgbacli.errors import RgbaError
+
+        try:
+            t = load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            captions, still_captions = json.loads(meta["captions"]), json.loads(meta["still_captions"])
+        except Exception as e:
+            raise RgbaError(f"cannot read latent cache {path} ({type(e).__name__}): delete it to encode it again")
         masks = (t["masks"].float(), t["still_masks"].float()) if "masks" in t else (None, None)
-        return cls(t["latents"], json.loads(meta["captions"]), t["still"], json.loads(meta["still_captions"]), *masks)
+        return cls(t["latents"], captions, t["still"], still_captions, *masks, t.get("probe"), meta.get("source"))
+
+
+@torch.no_grad()
+def probe_latent(encode, size: int, frames: int) -> torch.Tensor:
+    """The encoder's latent of one fixed held-out procedural clip: a cheap fingerprint of the encoder."""
+    from rgbacli.data import HELDOUT_SEED_BASE, make_clip
+
+    clip = make_clip(HELDOUT_SEED_BASE, size=size, frames=frames)
+    return encode(clip.video_tensor()[None].float()).float()
 
 
 @torch.no_grad()
 def encode_procedural(encode, n: int, *, seed0: int, size: int, frames: int, still_fraction: float = 0.15,
                       batch: int = 16, progress=None, split: str = "train", mask_copies: int = 1) -> LatentSet:
-    """Draw n procedural clips (train split), encode them with `encode(rgba (B,4,T,H,W)) -> z`, and
-    keep their object masks on the latent grid (``mask_copies`` as in :func:`latent_object_mask`)."""
+    """Draw n procedural clips (train split) and encode them (:func:`encode_clips`)."""
     from rgbacli.data import ProceduralDataset
 
     ds = ProceduralDataset(split=split, size=size, frames=frames, base=seed0)
-    rng = np.random.default_rng(seed0)
+    data = encode_clips(encode, ds, n, seed=seed0, frames=frames, still_fraction=still_fraction, batch=batch,
+                        progress=progress, mask_copies=mask_copies)
+    data.source = "procedural"
+    return data
+
+
+@torch.no_grad()
+def encode_clips(encode, ds, n: int, *, seed: int, frames: int, still_fraction: float = 0.15, batch: int = 16,
+                 progress=None, mask_copies: int = 1) -> LatentSet:
+    """Encode the first n samples of `ds` (procedural or a user folder) with `encode(rgba (B,4,T,H,W)) -> z`,
+    keep their object masks on the latent grid (``mask_copies`` as in :func:`latent_object_mask`) and
+    add still versions (one frame repeated) of the first `still_fraction` of them."""
+    rng = np.random.default_rng(seed)
     zs, caps, still_z, still_caps, masks, still_masks = [], [], [], [], [], []
     n_still = int(round(n * still_fraction))
     for start in range(0, n, batch):

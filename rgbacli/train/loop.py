@@ -10,6 +10,7 @@ from typing import Callable
 
 import torch
 
+from rgbacli.errors import RgbaError
 from rgbacli.train.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -40,7 +41,9 @@ def run_loop(params: dict[str, torch.nn.Parameter], loss_fn: Callable[[int, torc
     """Minimise `loss_fn(step, generator)` over `params`; `--resume` restores weights, moments and step."""
     opt = torch.optim.AdamW(params.values(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     step = 0
-    if resume and ckpt.exists():
+    if resume:
+        if not ckpt.exists():
+            raise RgbaError(f"{ckpt} does not exist: nothing to resume")
         step, _ = load_checkpoint(ckpt, params, opt)
     gen = torch.Generator().manual_seed(cfg.seed + step)
     t0, ema, history = time.perf_counter(), None, []

@@ -16,10 +16,10 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from rgbacli.errors import RgbaError
 from rgbacli.train import tiny_config as tc
+from rgbacli.weights.io import save_safetensors
 from rgbacli.weights.own import load_model, save_model
 
 # Share of DiT training captions with some attributes left out (stages 4 and 4b). Every generated caption
@@ -45,11 +45,40 @@ def _dit_config(minutes: float, p_short: float = P_SHORT, object_weight: float =
 SHIPPED = ("text_encoder.safetensors", "transformer.safetensors", "dora.safetensors", "vae.safetensors",
            "base_vae.safetensors", "alpha_tokens.safetensors")
 
+# Each stage's checkpoint and the files it creates (rgba-decoders and rgb-decoder update vae.safetensors).
+STAGE_FILES = {
+    "base-vae": ("base_vae.ckpt.safetensors", ("base_vae.safetensors",)),
+    "base-dit": ("base_dit.ckpt.safetensors", ("text_encoder.safetensors", "transformer.safetensors")),
+    "rgba-vae": ("rgba_vae.ckpt.safetensors", ("vae.safetensors",)),
+    "rgba-decoders": ("rgba_decoders.ckpt.safetensors", ()),
+    "rgb-decoder": ("rgb_decoder.ckpt.safetensors", ()),
+    "dora": ("dora.ckpt.safetensors", ("dora.safetensors",)),
+    "alpha-tokens": ("alpha_tokens.ckpt.safetensors", ("alpha_tokens.safetensors",)),
+}
+MADE_BY = {name: stage for stage, (_, outs) in STAGE_FILES.items() for name in outs}
 
-def _need(run: Path, name: str, stage: str) -> Path:
+
+def check_stage(run: Path, stage: str, resume: bool, force: bool) -> None:
+    """Before a stage starts: `--resume` needs its checkpoint; without `--resume` or `--force` a run
+    folder where the stage already ran (its checkpoint or outputs exist) is refused, not clobbered."""
+    from rgbacli.errors import OutputExistsError
+
+    ckpt, outputs = STAGE_FILES[stage]
+    if resume:
+        if not (run / ckpt).exists():
+            raise RgbaError(f"{run / ckpt} does not exist: nothing to resume (run `rgba train {stage}` "
+                            "without --resume to start the stage)")
+        return
+    existing = [run / name for name in (ckpt, *outputs) if (run / name).exists()]
+    if existing and not force:
+        raise OutputExistsError(f"{existing[0]} already exists: {stage} has run in {run} (pass --resume to "
+                                "continue it, or --force to train it again from the start)")
+
+
+def _need(run: Path, name: str, stage: str | None = None) -> Path:
     path = run / name
     if not path.exists():
-        raise RgbaError(f"{path} is missing: run `rgba train {stage} --out {run}` first")
+        raise RgbaError(f"{path} is missing: run `rgba train {stage or MADE_BY[name]} --out {run}` first")
     return path
 
 
@@ -73,49 +102,74 @@ def new_transformer():
 
 
 # ----------------------------------------------------------------------------- latent caches
-def _cached(path: Path, make_encoder, clips: int, seed0: int, what: str, log, mask_copies: int = 1):
+def _cached(path: Path, make_encoder, clips: int, seed0: int, what: str, log, mask_copies: int = 1,
+            folder: str | None = None):
     """The DiT stages train on latents encoded once; `rgba train latents` builds a cache ahead of
-    its stage (e.g. while another stage still trains)."""
-    from rgbacli.train.latents import LatentSet, encode_procedural
+    its stage (e.g. while another stage still trains). A cache is encoded again when its clips came
+    from elsewhere (procedural vs `--data`) or its encoder has changed since (the latent of a fixed
+    probe clip differs), so a stage never trains on latents of another VAE."""
+    from rgbacli.console import info, warn
+    from rgbacli.train.latents import LatentSet, encode_clips, encode_procedural, probe_latent
 
+    source = f"folder:{Path(folder).resolve()}" if folder else "procedural"
+    encode = None
     if path.exists():
         data = LatentSet.load(path)
-        if len(data.captions) != clips:
-            from rgbacli.console import warn
+        stale = None
+        if (data.source or "procedural") != source:
+            stale = f"it was encoded from {data.source or 'procedural'} clips, not {source}"
+        elif data.probe is not None:
+            encode = make_encoder()
+            probe = probe_latent(encode, tc.TINY_SIZE, tc.TINY_FRAMES)
+            if probe.shape != data.probe.shape or not torch.allclose(probe, data.probe, atol=1e-4, rtol=1e-3):
+                stale = "its VAE encoder has changed since"
+        if stale is None:
+            if len(data.captions) != clips and not folder:
+                warn(f"{path} holds {len(data.captions)} clips, not {clips}: using it as it is (delete it to re-encode)")
+            return data
+        info(f"{path}: encoding it again ({stale})")
+    encode = encode or make_encoder()
+    progress = lambda i, n: log(i, n, None, f"encode {what} latents")  # noqa: E731
+    if folder:
+        from rgbacli.data import FolderDataset
 
-            warn(f"{path} holds {len(data.captions)} clips, not {clips}: using it as it is (delete it to re-encode)")
-        return data
-    data = encode_procedural(make_encoder(), clips, seed0=seed0, size=tc.TINY_SIZE, frames=tc.TINY_FRAMES,
-                             progress=lambda i, n: log(i, n, None, f"encode {what} latents"), mask_copies=mask_copies)
+        ds = FolderDataset(folder, size=tc.TINY_SIZE, frames=tc.TINY_FRAMES, fps=tc.TINY_FPS, seed=seed0)
+        data = encode_clips(encode, ds, min(clips, len(ds)), seed=seed0, frames=tc.TINY_FRAMES, progress=progress,
+                            mask_copies=mask_copies)
+        data.source = source
+    else:
+        data = encode_procedural(encode, clips, seed0=seed0, size=tc.TINY_SIZE, frames=tc.TINY_FRAMES,
+                                 progress=progress, mask_copies=mask_copies)
+    data.probe = probe_latent(encode, tc.TINY_SIZE, tc.TINY_FRAMES)
     data.save(path)
     return data
 
 
-def rgb_latents(run: Path, clips: int, log):
+def rgb_latents(run: Path, clips: int, log, folder: str | None = None):
     """Stage 2's data: clips soft-rendered over black through the base VAE."""
     return _cached(run / "rgb_latents.safetensors",
-                   lambda: _encoder_rgb(load_base_vae(_need(run, "base_vae.safetensors", "base-vae"))),
-                   clips, 0, "RGB", log)
+                   lambda: _encoder_rgb(load_base_vae(_need(run, "base_vae.safetensors"))),
+                   clips, 0, "RGB", log, folder=folder)
 
 
-def rgba_latents(run: Path, clips: int, log):
+def rgba_latents(run: Path, clips: int, log, folder: str | None = None):
     """Stage 4's data: RGBA clips through the RGBA VAE (stage 3)."""
     from rgbacli.models.rgba_vae import RGBAVAE
 
     def make():
-        vae = RGBAVAE.load(_need(run, "vae.safetensors", "rgba-vae")).eval()
+        vae = RGBAVAE.load(_need(run, "vae.safetensors")).eval()
         return lambda x: vae.encode(x)
 
-    return _cached(run / "rgba_latents.safetensors", make, clips, 50_000, "RGBA", log)
+    return _cached(run / "rgba_latents.safetensors", make, clips, 50_000, "RGBA", log, folder=folder)
 
 
-def alpha_token_latents(run: Path, clips: int, log):
+def alpha_token_latents(run: Path, clips: int, log, folder: str | None = None):
     """Stage 4b's data: the same clip twice through the plain base VAE, its RGB over black, then
     its alpha as grey, concatenated in time."""
     from rgbacli.models.rgba_vae import soft_render
 
     def make():
-        vae = load_base_vae(_need(run, "base_vae.safetensors", "base-vae"))
+        vae = load_base_vae(_need(run, "base_vae.safetensors"))
         mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
         std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
 
@@ -126,7 +180,22 @@ def alpha_token_latents(run: Path, clips: int, log):
 
         return encode
 
-    return _cached(run / "alpha_token_latents.safetensors", make, clips, 100_000, "RGB+alpha", log, mask_copies=2)
+    return _cached(run / "alpha_token_latents.safetensors", make, clips, 100_000, "RGB+alpha", log, mask_copies=2,
+                   folder=folder)
+
+
+def _warn_unknown_words(text, captions: list[str]) -> None:
+    """Caption words the frozen text encoder cannot read (user clips): said once, not every step."""
+    from rgbacli.console import warn
+
+    unknown: dict[str, None] = {}
+    for caption in captions:
+        unknown.update(dict.fromkeys(text.tokenizer.tokenize(caption)[1]))
+    if unknown:
+        words = list(unknown)
+        more = f" and {len(words) - 12} more" if len(words) > 12 else ""
+        warn("caption words outside the text encoder's vocabulary (set by base-dit) are ignored: "
+             + ", ".join(words[:12]) + more)
 
 
 def _need_masks(data, path: Path) -> None:
@@ -167,13 +236,14 @@ def _encoder_rgb(vae):
     return lambda x: (vae.encode(soft_render(x, "black") * 2 - 1).latent_dist.mode() - mean) / std
 
 
-def stage_base_dit(run: Path, minutes: float, resume: bool, clips: int, log) -> dict:
-    from rgbacli.models.text_encoder import TinyTextEncoder
+def stage_base_dit(run: Path, minutes: float, resume: bool, clips: int, log, folder: str | None = None) -> dict:
+    """Stage 2. On user clips (`folder`) the text encoder's vocabulary grows by the words of their captions."""
+    from rgbacli.models.text_encoder import TinyTextEncoder, vocab_for
     from rgbacli.train.dit import eval_loss, train_dit
 
-    data = rgb_latents(run, clips, log)
+    data = rgb_latents(run, clips, log, folder)
     _need_masks(data, run / "rgb_latents.safetensors")
-    text = TinyTextEncoder(**tc.TINY_TEXT)
+    text = TinyTextEncoder(vocab=vocab_for(data.captions) if folder else None, **tc.TINY_TEXT)
     dit = new_transformer()
     params = {**{f"dit.{k}": p for k, p in dit.named_parameters()},
               **{f"text.{k}": p for k, p in text.named_parameters()}}
@@ -186,20 +256,28 @@ def stage_base_dit(run: Path, minutes: float, resume: bool, clips: int, log) -> 
     return result
 
 
-def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, log) -> dict:
+def _perceptual(model, vgg: str | None):
+    """The paper's VGG16 (relu2_2) perceptual loss from a local weights file, or the frozen-encoder fallback."""
+    from rgbacli.train.vae_losses import PerceptualLoss
+
+    return PerceptualLoss(vgg_path=vgg, vae=model)
+
+
+def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, log, vgg: str | None = None) -> dict:
     from rgbacli.evaluation import vae_reconstruction
     from rgbacli.models.rgba_vae import RGBAVAE
     from rgbacli.train.base_vae import latent_stats
     from rgbacli.train.clips import ClipSource
     from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
 
-    base = load_base_vae(_need(run, "base_vae.safetensors", "base-vae"))
+    base = load_base_vae(_need(run, "base_vae.safetensors"))
     model = RGBAVAE(base, lora_rank=tc.TINY_VAE_LORA["rank"], lora_alpha=tc.TINY_VAE_LORA["alpha"])
     model.init_merge_from_encoder_head()  # start in the base latent space (overwritten on --resume)
     source = ClipSource(tc.TINY_SIZE, tc.TINY_FRAMES, folder, seed=1)
+    perceptual = _perceptual(model, vgg)
     result = train_rgba_vae(model, source, RGBAVAEConfig(minutes=minutes), run / "rgba_vae.ckpt.safetensors",
-                            resume, log)
-    result.update(alpha_iou=vae_reconstruction(model.eval(), 8)["alpha_iou"])
+                            resume, log, perceptual)
+    result.update(perceptual=perceptual.kind, alpha_iou=vae_reconstruction(model.eval(), 8)["alpha_iou"])
     # Normalise the RGBA latent by its own statistics (measured on training clips), in the one place
     # the model keeps them: the base config's latents_mean/std.
     mean, std = latent_stats(lambda x: model.denormalize(model.encode(x)), source)
@@ -210,7 +288,8 @@ def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, 
     return result
 
 
-def stage_rgba_decoders(run: Path, minutes: float, resume: bool, folder: str | None, log) -> dict:
+def stage_rgba_decoders(run: Path, minutes: float, resume: bool, folder: str | None, log,
+                        vgg: str | None = None) -> dict:
     """Stage 3 continued, decoders only: more steps on the RGB/alpha LoRAs with the merge block (and so
     the latent space) frozen. The latent caches and DiT stages built on vae.safetensors stay valid,
     so this can run beside or after stage 4."""
@@ -219,7 +298,7 @@ def stage_rgba_decoders(run: Path, minutes: float, resume: bool, folder: str | N
     from rgbacli.train.clips import ClipSource
     from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
 
-    path = _need(run, "vae.safetensors", "rgba-vae")
+    path = _need(run, "vae.safetensors")
     model = RGBAVAE.load(path)
     if not model.has_lora:
         raise RgbaError(f"{path} has merged decoders (rgb-decoder ran on it): rgba-decoders trains the LoRA "
@@ -228,14 +307,15 @@ def stage_rgba_decoders(run: Path, minutes: float, resume: bool, folder: str | N
     model.merge.requires_grad_(False)
     before = vae_reconstruction(model.eval(), 8)["alpha_iou"]
     source = ClipSource(tc.TINY_SIZE, tc.TINY_FRAMES, folder, seed=2)
+    perceptual = _perceptual(model, vgg)
     result = train_rgba_vae(model, source, RGBAVAEConfig(minutes=minutes), run / "rgba_decoders.ckpt.safetensors",
-                            resume, log)
-    result.update(alpha_iou_before=before, alpha_iou=vae_reconstruction(model.eval(), 8)["alpha_iou"])
+                            resume, log, perceptual)
+    result.update(perceptual=perceptual.kind, alpha_iou_before=before, alpha_iou=vae_reconstruction(model.eval(), 8)["alpha_iou"])
     model.save(path)
     return result
 
 
-def stage_rgb_decoder(run: Path, minutes: float, resume: bool, folder: str | None, log) -> dict:
+def stage_rgb_decoder(run: Path, minutes: float, resume: bool, folder: str | None, log, vgg: str | None = None) -> dict:
     """Stage 3c: the two adapters fused into their own decoder copies, then the RGB copy alone trained,
     every weight of it, on whole clips. The shorter VAE windows leave frames past the 9th in the wrong
     hue; the encoder, merge block and alpha decoder stay as they are, so the latent space, every DiT
@@ -245,7 +325,7 @@ def stage_rgb_decoder(run: Path, minutes: float, resume: bool, folder: str | Non
     from rgbacli.train.clips import ClipSource
     from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
 
-    path = _need(run, "vae.safetensors", "rgba-vae")
+    path = _need(run, "vae.safetensors")
     model = RGBAVAE.load(path)
     if model.merged is None:
         model.merge_lora(drop_lora=True)
@@ -254,25 +334,27 @@ def stage_rgb_decoder(run: Path, minutes: float, resume: bool, folder: str | Non
     before = vae_reconstruction(model.eval(), 8)["rgb_psnr_opaque_db"]
     source = ClipSource(tc.TINY_SIZE, tc.TINY_FRAMES, folder, seed=3)
     cfg = RGBAVAEConfig(minutes=minutes, window=tc.TINY_FRAMES, batch=2)
-    result = train_rgba_vae(model, source, cfg, run / "rgb_decoder.ckpt.safetensors", resume, log)
-    result.update(rgb_psnr_opaque_db_before=before,
+    perceptual = _perceptual(model, vgg)
+    result = train_rgba_vae(model, source, cfg, run / "rgb_decoder.ckpt.safetensors", resume, log, perceptual)
+    result.update(perceptual=perceptual.kind, rgb_psnr_opaque_db_before=before,
                   rgb_psnr_opaque_db=vae_reconstruction(model.eval(), 8)["rgb_psnr_opaque_db"])
     model.save(path)
     return result
 
 
-def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log) -> dict:
+def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log, folder: str | None = None) -> dict:
     from rgbacli.weights.own import load_model
     from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
     from rgbacli.models.text_encoder import TinyTextEncoder
     from rgbacli.train.dit import eval_loss, train_dit
 
-    data = rgba_latents(run, clips, log)
+    data = rgba_latents(run, clips, log, folder)
     _need_masks(data, run / "rgba_latents.safetensors")
     from diffusers import WanTransformer3DModel
 
-    text = TinyTextEncoder.load(_need(run, "text_encoder.safetensors", "base-dit")).requires_grad_(False)
-    dit = load_model(WanTransformer3DModel, _need(run, "transformer.safetensors", "base-dit"))
+    text = TinyTextEncoder.load(_need(run, "text_encoder.safetensors")).requires_grad_(False)
+    _warn_unknown_words(text, data.captions)
+    dit = load_model(WanTransformer3DModel, _need(run, "transformer.safetensors"))
     dit.requires_grad_(False)
     add_dora_adapter(dit, rank=tc.TINY_DORA["rank"], alpha=tc.TINY_DORA["alpha"])
     params = {k: p for k, p in dit.named_parameters() if p.requires_grad}
@@ -281,11 +363,11 @@ def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log) -> dict
                        run / "dora.ckpt.safetensors", resume, log)
     result.update(eval_loss_before=before, eval_loss=eval_loss(dit, text, data),
                   eval_loss_object_weighted=eval_loss(dit, text, data, object_weight=OBJECT_WEIGHT))
-    save_file({k: v.contiguous() for k, v in export_dora_state_dict(dit).items()}, str(run / "dora.safetensors"))
+    save_safetensors(export_dora_state_dict(dit), run / "dora.safetensors")
     return result
 
 
-def stage_alpha_tokens(run: Path, minutes: float, resume: bool, clips: int, log) -> dict:
+def stage_alpha_tokens(run: Path, minutes: float, resume: bool, clips: int, log, folder: str | None = None) -> dict:
     """TransPixar on the tiny DiT: [RGB ; alpha] latents from the plain base VAE (alpha as grey),
     domain embedding + alpha-only LoRA trained, base DiT and text encoder frozen."""
     from diffusers import WanTransformer3DModel
@@ -294,9 +376,10 @@ def stage_alpha_tokens(run: Path, minutes: float, resume: bool, clips: int, log)
     from rgbacli.models.text_encoder import TinyTextEncoder
     from rgbacli.train.dit import eval_loss, train_dit
 
-    data = alpha_token_latents(run, clips, log)
-    text = TinyTextEncoder.load(_need(run, "text_encoder.safetensors", "base-dit")).requires_grad_(False)
-    base = load_model(WanTransformer3DModel, _need(run, "transformer.safetensors", "base-dit"))
+    data = alpha_token_latents(run, clips, log, folder)
+    text = TinyTextEncoder.load(_need(run, "text_encoder.safetensors")).requires_grad_(False)
+    _warn_unknown_words(text, data.captions)
+    base = load_model(WanTransformer3DModel, _need(run, "transformer.safetensors"))
     base.abs_pos.copies = 2
     dit = AlphaTokenTransformer(base, rank=tc.TINY_ALPHA_TOKENS["rank"], lora_alpha=tc.TINY_ALPHA_TOKENS["alpha"])
     params = {f"adapter.{i}": p for i, p in enumerate(dit.adapter_parameters())}
@@ -310,12 +393,24 @@ def stage_alpha_tokens(run: Path, minutes: float, resume: bool, clips: int, log)
     return result
 
 
-def export(run: Path, to: Path) -> list[Path]:
-    """Copy the shipped files into `to` (default: the package's tiny weights folder)."""
+def export(run: Path, to: Path, force: bool = False) -> list[Path]:
+    """Copy the shipped files into `to` (default: the package's tiny weights folder). Every source is
+    checked before anything is written; a destination file that differs needs `force`; each copy
+    goes through a temporary file and a rename."""
+    from rgbacli.errors import OutputExistsError
+    from rgbacli.fsutil import atomic_output
+
+    sources = [_need(run, name) for name in SHIPPED]
+    if to.exists() and not to.is_dir():
+        raise RgbaError(f"{to} is not a folder")
+    changed = [src for src in sources if not (to / src.name).exists()
+               or (to / src.name).read_bytes() != src.read_bytes()]
+    clobbered = [to / src.name for src in changed if (to / src.name).exists()]
+    if clobbered and not force:
+        raise OutputExistsError(f"{clobbered[0]} already exists and differs (pass --force to replace the "
+                                f"{len(clobbered)} installed weight file(s))")
     to.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name in SHIPPED:
-        src = _need(run, name, "all")
-        shutil.copyfile(src, to / name)
-        out.append(to / name)
-    return out
+    for src in changed:
+        with atomic_output(to / src.name, force=True) as tmp:
+            shutil.copyfile(src, tmp)
+    return [to / src.name for src in sources]

@@ -38,3 +38,16 @@ def read_metadata(path: str | Path) -> dict[str, str]:
             return dict(f.metadata() or {})
     except Exception as e:
         raise WeightsError(f"cannot read weights file {path}: {e}".splitlines()[0]) from None
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write tensors (and string metadata) to `path` through a temporary sibling and a rename, so an
+    interrupted save never leaves a truncated weights file where a good one was (callers decide
+    beforehand whether `path` may be replaced)."""
+    from safetensors.torch import save_file
+
+    from rgbacli.fsutil import atomic_output
+
+    with atomic_output(path, force=True) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    return Path(path)

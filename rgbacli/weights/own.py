@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors.torch import save_file
-
 from rgbacli.errors import WeightsError
-from rgbacli.weights.io import load_state_dict, read_metadata
+from rgbacli.weights.io import load_state_dict, read_metadata, save_safetensors
 
 
 def save_model(model, path: Path, **extra) -> None:
-    """Write weights and `model.config` (plus any extra JSON-able metadata) to one file."""
+    """Write weights and `model.config` (plus any extra JSON-able metadata) to one file, atomically."""
     config = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
     meta = {"config": json.dumps(config), **{k: json.dumps(v) for k, v in extra.items()}}
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
+    save_safetensors(model.state_dict(), path, metadata=meta)
 
 
 def load_model(cls, path: Path, config: dict | None = None):
