@@ -7,6 +7,8 @@
 #                      ∥  rgba-decoders (12 min: stage 3 continued on the decoder LoRAs), then
 #                         rgb-decoder (18 min: the fused RGB decoder alone on whole clips)
 # Neither decoder stage moves the latent space dora trains on.
+# Usage: scripts/train_tiny.sh [RUN_FOLDER] (default runs/tiny). Stages refuse a folder where they
+# already ran (resume one with `rgba train STAGE --resume`), so give a new folder for a new run.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/bootstrap.sh"
