@@ -449,12 +449,14 @@ def test_stage_cli_rejects_bad_numbers_before_creating_anything(tmp_path, cli, f
     assert len(r.stderr.strip().splitlines()) == 1 and not run.exists()
 
 
-def test_stage_cli_rejects_a_file_as_run_folder_and_a_bad_data_folder(tmp_path, cli):
+def test_stage_cli_rejects_a_file_as_run_folder_a_bad_data_folder_and_a_missing_vgg_file(tmp_path, cli):
     (tmp_path / "file").write_text("x")
     r = cli("train", "base-vae", "--out", tmp_path / "file", "--minutes", "0.01")
     assert r.returncode == 1 and "is a file, not a run folder" in r.stderr
     r = cli("train", "base-vae", "--out", tmp_path / "run", "--data", tmp_path / "nowhere")
     assert r.returncode == 1 and "not a directory of clips" in r.stderr and not (tmp_path / "run").exists()
+    r = cli("train", "rgba-vae", "--out", tmp_path / "run", "--vgg", tmp_path / "vgg16.pth")
+    assert r.returncode == 1 and "vgg16.pth: no such weights file" in r.stderr and not (tmp_path / "run").exists()
 
 
 def test_export_checks_every_file_first_and_replaces_only_with_force(tmp_path):

@@ -84,6 +84,10 @@ def _stage(stage: str, fn, *, out: Path, minutes: float | None, default_minutes:
     from rgbacli.train.recipe import check_stage
 
     _check(out, minutes, threads, clips, data)
+    if kw.get("vgg") is not None and not Path(kw["vgg"]).is_file():
+        from rgbacli.errors import RgbaError
+
+        raise RgbaError(f"--vgg {kw['vgg']}: no such weights file")
     check_stage(out, stage, resume, force)
     if clips is not None:
         kw["clips"] = clips
