@@ -105,70 +105,48 @@ def base_vae(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _
            as_json=as_json, threads=threads, data=data)
 
 
-@train_app.command("base-dit")
-def base_dit(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
-             clips: int = _CLIPS, data: Optional[str] = _FOLDER, as_json: bool = _JSON,
-             threads: Optional[int] = _THREADS) -> None:
-    """Stage 2: the base text-to-video DiT and the tiny text encoder on RGB latents."""
-    from rgbacli.train.recipe import stage_base_dit
+def _vae_command(stage: str, recipe_fn: str, default_minutes: float, doc: str) -> None:
+    """Register `rgba train STAGE` for a stage that trains the RGBA VAE on clips (3, 3b, 3c)."""
 
-    _stage("base-dit", stage_base_dit, out=out, minutes=minutes, default_minutes=30, resume=resume, force=force,
-           as_json=as_json, threads=threads, clips=clips, data=data)
-
-
-@train_app.command("rgba-vae")
-def rgba_vae(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
-             data: Optional[str] = _FOLDER, vgg: Optional[str] = _VGG, as_json: bool = _JSON,
-             threads: Optional[int] = _THREADS) -> None:
-    """Stage 3 (Wan-Alpha): merge block + RGB/alpha decoder LoRAs, encoder frozen."""
-    from rgbacli.train.recipe import stage_rgba_vae
-
-    _stage("rgba-vae", stage_rgba_vae, out=out, minutes=minutes, default_minutes=12, resume=resume, force=force,
-           as_json=as_json, threads=threads, data=data, vgg=vgg)
-
-
-@train_app.command("rgba-decoders")
-def rgba_decoders(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
-                  data: Optional[str] = _FOLDER, vgg: Optional[str] = _VGG, as_json: bool = _JSON,
-                  threads: Optional[int] = _THREADS) -> None:
-    """Stage 3, continued on the decoders only (the latent space stays put, so later stages stay valid)."""
-    from rgbacli.train.recipe import stage_rgba_decoders
-
-    _stage("rgba-decoders", stage_rgba_decoders, out=out, minutes=minutes, default_minutes=10, resume=resume,
-           force=force, as_json=as_json, threads=threads, data=data, vgg=vgg)
-
-
-@train_app.command("rgb-decoder")
-def rgb_decoder(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
+    def command(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
                 data: Optional[str] = _FOLDER, vgg: Optional[str] = _VGG, as_json: bool = _JSON,
                 threads: Optional[int] = _THREADS) -> None:
-    """Stage 3c: the RGB decoder alone, whole weights, on whole clips (latent space and alpha untouched)."""
-    from rgbacli.train.recipe import stage_rgb_decoder
+        from rgbacli.train import recipe
 
-    _stage("rgb-decoder", stage_rgb_decoder, out=out, minutes=minutes, default_minutes=20, resume=resume,
-           force=force, as_json=as_json, threads=threads, data=data, vgg=vgg)
+        _stage(stage, getattr(recipe, recipe_fn), out=out, minutes=minutes, default_minutes=default_minutes,
+               resume=resume, force=force, as_json=as_json, threads=threads, data=data, vgg=vgg)
 
-
-@train_app.command("dora")
-def dora(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
-         clips: int = _CLIPS, data: Optional[str] = _FOLDER, as_json: bool = _JSON,
-         threads: Optional[int] = _THREADS) -> None:
-    """Stage 4 (Wan-Alpha): DoRA on the DiT over RGBA latents, with motion-free dropout."""
-    from rgbacli.train.recipe import stage_dora
-
-    _stage("dora", stage_dora, out=out, minutes=minutes, default_minutes=20, resume=resume, force=force,
-           as_json=as_json, threads=threads, clips=clips, data=data)
+    command.__doc__ = doc
+    train_app.command(stage)(command)
 
 
-@train_app.command("alpha-tokens")
-def alpha_tokens(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
-                 clips: int = _CLIPS, data: Optional[str] = _FOLDER, as_json: bool = _JSON,
-                 threads: Optional[int] = _THREADS) -> None:
-    """Stage 4b (TransPixar): alpha tokens on the base DiT, for `--backend alpha-tokens`."""
-    from rgbacli.train.recipe import stage_alpha_tokens
+def _dit_command(stage: str, recipe_fn: str, default_minutes: float, doc: str) -> None:
+    """Register `rgba train STAGE` for a stage that trains the DiT on a latent cache (2, 4, 4b)."""
 
-    _stage("alpha-tokens", stage_alpha_tokens, out=out, minutes=minutes, default_minutes=18, resume=resume,
-           force=force, as_json=as_json, threads=threads, clips=clips, data=data)
+    def command(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
+                clips: int = _CLIPS, data: Optional[str] = _FOLDER, as_json: bool = _JSON,
+                threads: Optional[int] = _THREADS) -> None:
+        from rgbacli.train import recipe
+
+        _stage(stage, getattr(recipe, recipe_fn), out=out, minutes=minutes, default_minutes=default_minutes,
+               resume=resume, force=force, as_json=as_json, threads=threads, clips=clips, data=data)
+
+    command.__doc__ = doc
+    train_app.command(stage)(command)
+
+
+_dit_command("base-dit", "stage_base_dit", 30,
+             "Stage 2: the base text-to-video DiT and the tiny text encoder on RGB latents.")
+_vae_command("rgba-vae", "stage_rgba_vae", 12,
+             "Stage 3 (Wan-Alpha): merge block + RGB/alpha decoder LoRAs, encoder frozen.")
+_vae_command("rgba-decoders", "stage_rgba_decoders", 10,
+             "Stage 3, continued on the decoders only (the latent space stays put, so later stages stay valid).")
+_vae_command("rgb-decoder", "stage_rgb_decoder", 20,
+             "Stage 3c: the RGB decoder alone, whole weights, on whole clips (latent space and alpha untouched).")
+_dit_command("dora", "stage_dora", 20,
+             "Stage 4 (Wan-Alpha): DoRA on the DiT over RGBA latents, with motion-free dropout.")
+_dit_command("alpha-tokens", "stage_alpha_tokens", 18,
+             "Stage 4b (TransPixar): alpha tokens on the base DiT, for `--backend alpha-tokens`.")
 
 
 @train_app.command("latents")
