@@ -15,46 +15,7 @@ import torch
 from torch import nn
 
 from rgbacli.errors import UsageError
-
-
-class PlainVideoVAE(nn.Module):
-    """A plain RGB video VAE behind the RGBAVAE geometry attributes; the alpha-token backend decodes
-    its RGB and alpha halves with it (alpha = mean of the 3 decoded channels)."""
-
-    def __init__(self, vae: nn.Module, family: str):
-        super().__init__()
-        self.vae = vae.eval().requires_grad_(False)
-        self.family = family
-        cfg = vae.config
-        if family == "wan":
-            self.temporal_factor = 2 ** sum(bool(t) for t in cfg.temperal_downsample)
-            self.spatial_factor = 2 ** (len(cfg.dim_mult) - 1)
-            self.latent_channels = cfg.z_dim
-            mean, std = torch.tensor(cfg.latents_mean), torch.tensor(cfg.latents_std)
-        else:  # CogVideoX: one scaling factor
-            self.temporal_factor = cfg.temporal_compression_ratio
-            self.spatial_factor = 2 ** (len(cfg.block_out_channels) - 1)
-            self.latent_channels = cfg.latent_channels
-            mean = torch.zeros(cfg.latent_channels)
-            std = torch.full((cfg.latent_channels,), 1.0 / cfg.scaling_factor)
-        self.register_buffer("latents_mean", mean.view(1, -1, 1, 1, 1), persistent=False)
-        self.register_buffer("latents_std", std.view(1, -1, 1, 1, 1), persistent=False)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.vae.parameters()).dtype
-
-    @torch.no_grad()
-    def encode_rgb(self, rgb: torch.Tensor) -> torch.Tensor:
-        """(B,3,T,H,W) in [0,1] → normalised latent mean."""
-        mu = self.vae.encode(rgb.to(self.dtype) * 2 - 1).latent_dist.mode()
-        return (mu.float() - self.latents_mean) / self.latents_std
-
-    @torch.no_grad()
-    def decode_rgb(self, z: torch.Tensor) -> torch.Tensor:
-        """Normalised latents → (B,3,T,H,W) in [0,1]."""
-        x = (z.float() * self.latents_std + self.latents_mean).to(self.dtype)
-        return ((self.vae.decode(x).sample.float() + 1) / 2).clamp(0, 1)
+from rgbacli.models.video_vae import PlainVideoVAE
 
 
 def load_vae(engine) -> nn.Module:
@@ -106,7 +67,7 @@ def _base_vae(engine, comp: dict, fmt: str, family: str) -> nn.Module:
 
     if fmt == "random":
         from rgbacli.engine import seeded
-        from rgbacli.models.rgba_vae import fill_latent_stats
+        from rgbacli.models.latent_norm import fill_latent_stats
 
         with seeded(int(comp.get("seed", 0))):
             return AutoencoderKLWan(**fill_latent_stats(comp.get("config", {})))

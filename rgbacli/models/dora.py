@@ -102,7 +102,7 @@ def parse_adapter(transformer: nn.Module, state_dict: StateDict) -> dict[str, Ad
     for key in state_dict:
         parts = _split_key(key)
         if parts is None:
-            raise WeightsError(f"unexpected key in adapter weights: {key!r}")
+            raise WeightsError(f"adapter weights: unexpected key {key!r}")
         split.append((key, strip_prefix(parts[0]), parts[1]))
 
     wan_layout = any(_WAN_ONLY.search(path) for _, path, _ in split)
@@ -179,7 +179,7 @@ def merge_dora(transformer: nn.Module, weights: StateDict | str | Path, scale: f
         if entry.A is not None and entry.magnitude is None:
             raise WeightsError(f"DoRA weights have {entry.key('A')!r} but no lora_magnitude_vector for {entry.name}")
         if entry.diff is not None or entry.diff_b is not None:
-            raise WeightsError(f"unexpected key in DoRA weights: {entry.key('diff') if entry.diff is not None else entry.key('diff_b')!r}")
+            raise WeightsError(f"DoRA weights: unexpected key {entry.key('diff') if entry.diff is not None else entry.key('diff_b')!r}")
     if strict:
         _check_complete(entries, "A", "DoRA")
     merged = []

@@ -32,6 +32,8 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import (
 
 from rgbacli.errors import RgbaError, WeightsError
 from rgbacli.models.conv_lora import CausalConvForLora, conv_target_names, wrap_causal_convs
+from rgbacli.models.latent_norm import LatentNorm, fill_latent_stats
+from rgbacli.weights.io import load_strict, read_metadata, save_safetensors
 
 ADAPTERS = ("rgb", "alpha")
 ENCODE_CHUNK = 4  # frames per encoder chunk after the first frame (diffusers/Wan convention)
@@ -175,16 +177,6 @@ def _strip_lora(module: nn.Module, merge_adapter: str | None) -> None:
             setattr(parent, child, m.get_base_layer())
 
 
-def fill_latent_stats(vae_config: dict) -> dict:
-    """Copy of a VAE config whose latents_mean/std match z_dim (identity stats when they do not,
-    e.g. the tiny VAE, which keeps the 16-channel Wan defaults but has z_dim=8)."""
-    cfg = dict(vae_config)
-    z = int(cfg.get("z_dim", 16))
-    if len(cfg.get("latents_mean") or []) != z or len(cfg.get("latents_std") or []) != z:
-        cfg["latents_mean"], cfg["latents_std"] = [0.0] * z, [1.0] * z
-    return cfg
-
-
 class RGBAVAE(nn.Module):
     """Wan-Alpha RGBA VAE around one frozen diffusers `AutoencoderKLWan` (see module docstring).
 
@@ -206,8 +198,7 @@ class RGBAVAE(nn.Module):
         self.merge = MergeBlock(2 * self.feat_dim, self.merge_dim, cfg.z_dim)
         self.temporal_factor = 2 ** sum(bool(t) for t in cfg.temperal_downsample)
         self.spatial_factor = 2 ** (len(cfg.dim_mult) - 1)
-        self.register_buffer("latents_mean", torch.tensor(cfg.latents_mean).view(1, -1, 1, 1, 1), persistent=False)
-        self.register_buffer("latents_std", torch.tensor(cfg.latents_std).view(1, -1, 1, 1, 1), persistent=False)
+        self.latent_norm = LatentNorm.of_wan(cfg)
         wrap_causal_convs(base.decoder)
         self.has_lora = bool(lora)
         if lora:
@@ -249,23 +240,14 @@ class RGBAVAE(nn.Module):
     def save(self, path) -> None:
         """Write the whole model to one .safetensors file with the config as JSON metadata (temp file,
         then rename: the decoder stages rewrite their input file in place)."""
-        from rgbacli.weights.io import save_safetensors
-
         save_safetensors(self.state_dict(), path, metadata={"rgba_vae_config": json.dumps(self.config_dict())})
 
     @classmethod
     def load(cls, path) -> "RGBAVAE":
         """Read a file written by `save` (safetensors only; missing/unexpected keys → WeightsError)."""
-        from safetensors import safe_open
         from safetensors.torch import load_file
 
-        from rgbacli.weights.wan_vae import load_strict
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = (f.metadata() or {}).get("rgba_vae_config")
-        except Exception as e:
-            raise WeightsError(f"cannot read RGBA VAE file {path}: {e}".splitlines()[0]) from None
+        meta = read_metadata(path).get("rgba_vae_config")
         if not meta:
             raise WeightsError(f"{path} is not an rgbacli RGBA VAE file (no 'rgba_vae_config' metadata)")
         c = json.loads(meta)
@@ -325,11 +307,16 @@ class RGBAVAE(nn.Module):
     # ------------------------------------------------------------------ latent normalisation
     def normalize(self, mu: torch.Tensor) -> torch.Tensor:
         """Raw Wan latent → the normalised latent the DiT sees."""
-        return (mu - self.latents_mean.to(mu)) / self.latents_std.to(mu)
+        return self.latent_norm.normalize(mu)
 
     def denormalize(self, z: torch.Tensor) -> torch.Tensor:
         """Normalised latent → raw Wan latent for the decoder."""
-        return z * self.latents_std.to(z) + self.latents_mean.to(z)
+        return self.latent_norm.denormalize(z)
+
+    def set_latent_stats(self, mean: list[float], std: list[float]) -> None:
+        """New normalisation statistics, kept in the base config (saved) and the LatentNorm (used)."""
+        self.base.register_to_config(latents_mean=list(mean), latents_std=list(std))
+        self.latent_norm.set(mean, std)
 
     def latent_frames(self, num_frames: int) -> int:
         """1 + (T−1)/temporal_factor latent frames for T = 4k+1 input frames."""

@@ -18,7 +18,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rgbacli.console import warn as warn_line
+from rgbacli.data.captions import caption_vocabulary, STOPWORDS
 from rgbacli.errors import WeightsError
+from rgbacli.weights.io import load_strict, save_safetensors
+
 
 PAD = "<pad>"
 FORMAT = "rgbacli.tiny_text_encoder"
@@ -27,16 +31,12 @@ _SPLIT = re.compile(r"[^a-z]+")
 
 def default_vocab() -> list[str]:
     """`<pad>` followed by the sorted caption vocabulary of the data generator."""
-    from rgbacli.data.captions import caption_vocabulary
-
     return [PAD, *caption_vocabulary()]
 
 
 def vocab_for(captions: list[str]) -> list[str]:
     """The default vocabulary plus every other word of `captions` (sorted, stopwords left out): what
     a text encoder trained on a folder of the user's captioned clips needs to read them."""
-    from rgbacli.data.captions import STOPWORDS
-
     base = default_vocab()
     known = set(base) | set(STOPWORDS)
     extra = {w for c in captions for w in _SPLIT.split(c.lower()) if w and w not in known}
@@ -47,8 +47,6 @@ class WordTokenizer:
     """Lowercase, split on non-letters, map words to ids; pad/truncate to `max_len`."""
 
     def __init__(self, vocab: list[str] | None = None, max_len: int = 24):
-        from rgbacli.data.captions import STOPWORDS
-
         self.vocab = list(vocab) if vocab is not None else default_vocab()
         if not self.vocab or self.vocab[0] != PAD:
             raise ValueError(f"vocabulary must start with {PAD!r}")
@@ -73,8 +71,6 @@ class WordTokenizer:
 
     def __call__(self, prompts: str | list[str], warn: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids (B, max_len) long and attention mask (B, max_len) bool (True = real token)."""
-        from rgbacli.console import warn as warn_line
-
         if isinstance(prompts, str):
             prompts = [prompts]
         ids = torch.zeros(len(prompts), self.max_len, dtype=torch.long)
@@ -159,8 +155,6 @@ class TinyTextEncoder(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write weights + config + vocab to one .safetensors file (temp file, then rename)."""
-        from rgbacli.weights.io import save_safetensors
-
         save_safetensors(self.state_dict(), path, metadata=self.metadata())
 
     @classmethod
@@ -179,17 +173,7 @@ class TinyTextEncoder(nn.Module):
         model = cls(vocab, width=config["width"], layers=config["layers"], heads=config["heads"],
                     max_len=config["max_len"], ffn_mult=config.get("ffn_mult", 4),
                     dropout=config.get("dropout", 0.0), seed=None)
-        expected = model.state_dict()
-        for key in expected:
-            if key not in tensors:
-                raise WeightsError(f"{where}: missing key {key!r}")
-        for key, value in tensors.items():
-            if key not in expected:
-                raise WeightsError(f"{where}: unexpected key {key!r}")
-            if tuple(value.shape) != tuple(expected[key].shape):
-                raise WeightsError(f"{where}: key {key!r} has shape {tuple(value.shape)}, "
-                                   f"expected {tuple(expected[key].shape)}")
-        model.load_state_dict(tensors, strict=True)
+        load_strict(model, tensors, where)
         return model
 
     @classmethod

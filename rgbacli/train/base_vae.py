@@ -22,7 +22,9 @@ from pathlib import Path
 
 import torch
 
-from rgbacli.models.rgba_vae import COLORS, count_cache_slots, fill_latent_stats, hard_render, soft_render
+from rgbacli.data import ProceduralDataset
+from rgbacli.models.latent_norm import fill_latent_stats
+from rgbacli.models.rgba_vae import COLORS, count_cache_slots, hard_render, soft_render
 from rgbacli.train.checkpoint import trainable
 from rgbacli.train.loop import LoopConfig, run_loop
 from rgbacli.train.vae_losses import edge_loss
@@ -41,8 +43,7 @@ class BaseVAEConfig(LoopConfig):
     crop: int = 32  # >0: crop×crop windows around an object pixel, but full frames on a quarter of the steps
     full_every: int = 4
     # 4k+1 frames: two cached chunks after frame 0, so streaming through the cache is trained. The tiny
-    # preset makes 17; past frame 9 colours drift. Whole clips (17, batch 4) gave a far better VAE but a
-    # generator that lost motion in run 9 (docs/training.md), so 9 stays for now.
+    # preset makes 17; whole-clip windows were measured and not kept (docs/training.md).
     window: int = 9
     kl: float = 1e-6
     edge: float = 0.5
@@ -164,8 +165,6 @@ def latent_stats(encode, source, n: int = 64, batch: int = 8) -> tuple[list[floa
 def object_psnr(vae, n: int = 8, size: int = 64, frames: int = 17) -> float:
     """PSNR (dB) on object pixels (α > 0.5) of held-out clips soft-rendered over black: the check
     that catches a VAE which gets flat backgrounds right but blurs the small objects away."""
-    from rgbacli.data import ProceduralDataset
-
     ds = ProceduralDataset(split="heldout", length=n, size=size, frames=frames)
     values = []
     for i in range(n):

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from rgbacli.errors import RgbaError
+from rgbacli.models.latent_norm import LatentNorm
 from rgbacli.train import tiny_config as tc
 from rgbacli.weights.io import save_safetensors
 from rgbacli.weights.own import load_model, save_model
@@ -170,13 +171,12 @@ def alpha_token_latents(run: Path, clips: int, log, folder: str | None = None):
 
     def make():
         vae = load_base_vae(_need(run, "base_vae.safetensors"))
-        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
-        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+        norm = LatentNorm.of_wan(vae.config)
 
         def encode(x):
             rgb = vae.encode(soft_render(x, "black") * 2 - 1).latent_dist.mode()
             alpha = vae.encode(x[:, 3:4].expand(-1, 3, -1, -1, -1) * 2 - 1).latent_dist.mode()
-            return (torch.cat([rgb, alpha], dim=2) - mean) / std
+            return norm.normalize(torch.cat([rgb, alpha], dim=2))
 
         return encode
 
@@ -231,9 +231,8 @@ def _encoder_rgb(vae):
     """RGB latents for the base DiT: the clip soft-rendered over black, normalised by the base stats."""
     from rgbacli.models.rgba_vae import soft_render
 
-    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
-    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
-    return lambda x: (vae.encode(soft_render(x, "black") * 2 - 1).latent_dist.mode() - mean) / std
+    norm = LatentNorm.of_wan(vae.config)
+    return lambda x: norm.normalize(vae.encode(soft_render(x, "black") * 2 - 1).latent_dist.mode())
 
 
 def stage_base_dit(run: Path, minutes: float, resume: bool, clips: int, log, folder: str | None = None) -> dict:
@@ -281,9 +280,7 @@ def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, 
     # Normalise the RGBA latent by its own statistics (measured on training clips), in the one place
     # the model keeps them: the base config's latents_mean/std.
     mean, std = latent_stats(lambda x: model.denormalize(model.encode(x)), source)
-    model.base.register_to_config(latents_mean=mean, latents_std=std)
-    model.latents_mean.copy_(torch.tensor(mean).view(1, -1, 1, 1, 1))
-    model.latents_std.copy_(torch.tensor(std).view(1, -1, 1, 1, 1))
+    model.set_latent_stats(mean, std)
     model.save(run / "vae.safetensors")
     return result
 

@@ -17,6 +17,8 @@ from torch import nn
 
 from rgbacli.errors import WeightsError
 from rgbacli.models.rgba_vae import hard_render, random_colors, soft_render
+from rgbacli.weights.io import load_state_dict, load_strict
+
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,6 @@ class VGG16Relu22(nn.Module):
     @classmethod
     def from_file(cls, path) -> "VGG16Relu22":
         """Load from a local .safetensors/.pth holding at least features.{0,2,5,7}.* (deeper layers ignored)."""
-        from rgbacli.weights.io import load_state_dict
-
         sd = load_state_dict(Path(path))
         missing = [k for k in VGG_KEYS if k not in sd]
         if missing:
@@ -64,7 +64,6 @@ class VGG16Relu22(nn.Module):
         if deeper:
             raise WeightsError(f"VGG16 weights {path}: unexpected key {deeper[0]!r}")
         m = cls()
-        from rgbacli.weights.wan_vae import load_strict
 
         load_strict(m, {k: sd[k].float() for k in VGG_KEYS}, what=str(path))
         return m.eval().requires_grad_(False)

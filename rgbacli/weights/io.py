@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from rgbacli.errors import WeightsError
+from rgbacli.fsutil import atomic_output
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -46,8 +49,35 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadat
     beforehand whether `path` may be replaced)."""
     from safetensors.torch import save_file
 
-    from rgbacli.fsutil import atomic_output
-
     with atomic_output(path, force=True) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     return Path(path)
+
+
+# ----------------------------------------------------------------------------- strict loading
+def format_keys(keys, n: int = 3) -> str:
+    keys = sorted(keys)
+    more = f" (and {len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(repr(k) for k in keys[:n]) + more
+
+
+def check_state_dict(expected: Mapping[str, tuple | torch.Size], sd: Mapping[str, torch.Tensor], what: str,
+                     hint: str = "") -> None:
+    """The one strict key check: every expected key present, nothing else, every shape equal.
+    Errors are one line: `{what}: unexpected key 'k'`, `missing key 'k'`, `key 'k' has shape …`;
+    `hint` (e.g. "(LoRA rank 16)") is added to shape errors."""
+    unexpected, missing = set(sd) - set(expected), set(expected) - set(sd)
+    if unexpected:
+        raise WeightsError(f"{what}: unexpected key {format_keys(unexpected)}")
+    if missing:
+        raise WeightsError(f"{what}: missing key {format_keys(missing)}")
+    for k, v in sd.items():
+        if tuple(v.shape) != tuple(expected[k]):
+            raise WeightsError(f"{what}: key {k!r} has shape {tuple(v.shape)}, expected {tuple(expected[k])}"
+                               + (f" {hint}" if hint else ""))
+
+
+def load_strict(module: nn.Module, sd: Mapping[str, torch.Tensor], what: str = "weights", assign: bool = False) -> None:
+    """`module.load_state_dict(sd, strict=True)` after :func:`check_state_dict` (one-line errors)."""
+    check_state_dict({k: v.shape for k, v in module.state_dict().items()}, sd, what)
+    module.load_state_dict(dict(sd), strict=True, assign=assign)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from rgbacli.errors import WeightsError
-from rgbacli.weights.io import load_state_dict, read_metadata, save_safetensors
+from rgbacli.weights.io import load_state_dict, load_strict, read_metadata, save_safetensors
 
 
 def save_model(model, path: Path, **extra) -> None:
@@ -36,9 +36,5 @@ def load_model(cls, path: Path, config: dict | None = None):
         from rgbacli.models.text_mask import enable_text_mask
 
         enable_text_mask(model)
-    missing, unexpected = model.load_state_dict(load_state_dict(path), strict=False)
-    for kind, keys in (("missing", missing), ("unexpected", unexpected)):
-        if keys:
-            more = f" (+{len(keys) - 1} more)" if len(keys) > 1 else ""
-            raise WeightsError(f"{path}: {kind} key {keys[0]}{more}")
+    load_strict(model, load_state_dict(path), what=str(path))
     return model.eval().requires_grad_(False)

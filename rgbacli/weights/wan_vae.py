@@ -22,7 +22,9 @@ import torch
 from torch import nn
 
 from rgbacli.errors import WeightsError
-from rgbacli.weights.io import load_state_dict
+from rgbacli.models.latent_norm import fill_latent_stats
+from rgbacli.models.rgba_vae import RGBAVAE
+from rgbacli.weights.io import format_keys, load_state_dict, load_strict
 
 WAN21_VAE_CONFIG: dict = {}  # AutoencoderKLWan() defaults are the Wan 2.1 VAE
 WAN_ALPHA_IGNORED_PREFIXES = ("perceptual_loss.", "sobel_edge_loss.", "pipe.")
@@ -32,29 +34,7 @@ _MID = {("resnets", "0"): "0", ("attentions", "0"): "1", ("resnets", "1"): "2"}
 
 
 # ----------------------------------------------------------------------------- helpers
-def _fmt_keys(keys, n: int = 3) -> str:
-    keys = sorted(keys)
-    more = f" (and {len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(repr(k) for k in keys[:n]) + more
-
-
-def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str = "weights") -> None:
-    """load_state_dict(strict) with one-line WeightsErrors naming missing/unexpected/mis-shaped keys."""
-    own = module.state_dict()
-    missing, unexpected = set(own) - set(sd), set(sd) - set(own)
-    if unexpected:
-        raise WeightsError(f"{what}: unexpected key {_fmt_keys(unexpected)}")
-    if missing:
-        raise WeightsError(f"{what}: missing key {_fmt_keys(missing)}")
-    for k, v in sd.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise WeightsError(f"{what}: key {k!r} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
-    module.load_state_dict(sd, strict=True)
-
-
 def _vae_config(config: dict | None) -> dict:
-    from rgbacli.models.rgba_vae import fill_latent_stats
-
     cfg = {k: v for k, v in dict(config or WAN21_VAE_CONFIG).items() if not k.startswith("_")}
     if config:
         cfg = fill_latent_stats(cfg)
@@ -123,10 +103,10 @@ def convert_original_vae(sd: dict[str, torch.Tensor], config: dict | None = None
     inv = {v: k for k, v in fwd.items()}
     unexpected = [k for k in sd if k not in inv]
     if unexpected:
-        raise WeightsError(f"{what}: unexpected key {_fmt_keys(unexpected)} (not an original-layout Wan 2.1 VAE?)")
+        raise WeightsError(f"{what}: unexpected key {format_keys(unexpected)} (not an original-layout Wan 2.1 VAE?)")
     missing = [o for o in inv if o not in sd and not o.startswith(allow_missing_prefixes)]
     if missing:
-        raise WeightsError(f"{what}: missing key {_fmt_keys(missing)}")
+        raise WeightsError(f"{what}: missing key {format_keys(missing)}")
     return {inv[k]: v for k, v in sd.items()}
 
 
@@ -134,15 +114,7 @@ def vae_from_diffusers_state(sd: dict[str, torch.Tensor], config: dict | None = 
     """An AutoencoderKLWan holding `sd` (diffusers names), built on the meta device then assigned."""
     cfg = _vae_config(config)
     vae = _meta_vae(cfg)
-    own = vae.state_dict()
-    missing, unexpected = set(own) - set(sd), set(sd) - set(own)
-    if unexpected or missing:
-        raise WeightsError(f"{what}: " + (f"unexpected key {_fmt_keys(unexpected)}" if unexpected
-                                          else f"missing key {_fmt_keys(missing)}"))
-    for k, v in sd.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise WeightsError(f"{what}: key {k!r} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
-    vae.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True, assign=True)
+    load_strict(vae, {k: v.float() for k, v in sd.items()}, what, assign=True)
     return vae.eval().requires_grad_(False)
 
 
@@ -278,11 +250,11 @@ def load_wan_alpha_state(model, sd: dict[str, torch.Tensor], what: str = "Wan-Al
             raise WeightsError(f"{what}: unexpected key {k!r}")
     missing = [v for v in lora_keys.values() if v not in sd]
     if missing:
-        raise WeightsError(f"{what}: missing key {_fmt_keys(missing)}")
+        raise WeightsError(f"{what}: missing key {format_keys(missing)}")
     if merge_sd or require_merge:
         miss = [merge_map[k] for k in merge_map if k not in merge_sd]
         if miss:
-            raise WeightsError(f"{what}: missing key {_fmt_keys(miss)}")
+            raise WeightsError(f"{what}: missing key {format_keys(miss)}")
         load_strict(model.merge, {k: v.to(model.merge.conv_in.weight.dtype) for k, v in merge_sd.items()}, what)
         counts["merge"] = len(merge_sd)
         model.encoder_ready = True
@@ -323,8 +295,6 @@ def load_wan_alpha_decoder(base_vae, decoder_bin, merge_weights=None, lora_alpha
     """RGBAVAE from a Wan 2.1 base + Wan-Alpha `decoder.bin` (LoRA rank read from the file).
 
     `merge_weights`: optional file holding `middle.block.*`; without it `encode` refuses to run."""
-    from rgbacli.models.rgba_vae import RGBAVAE
-
     sd = load_state_dict(decoder_bin)
     model = RGBAVAE(_as_base(base_vae), lora_rank=wan_alpha_rank(sd), lora_alpha=lora_alpha)
     if merge_weights is not None:
@@ -336,8 +306,6 @@ def load_wan_alpha_decoder(base_vae, decoder_bin, merge_weights=None, lora_alpha
 
 def load_wan_alpha_full(base_vae, path, lora_alpha: float = 1.0):
     """RGBAVAE from the full `Wan-Alpha-VAE.bin` (merge block required; base weights in it are used)."""
-    from rgbacli.models.rgba_vae import RGBAVAE
-
     sd = load_state_dict(path)
     model = RGBAVAE(_as_base(base_vae), lora_rank=wan_alpha_rank(sd), lora_alpha=lora_alpha)
     load_wan_alpha_state(model, sd, what=str(path), require_merge=True)
@@ -346,8 +314,6 @@ def load_wan_alpha_full(base_vae, path, lora_alpha: float = 1.0):
 
 def load_comfy_pair(rgb_path, alpha_path, config: dict | None = None):
     """RGBAVAE (merged decoders, no LoRA, no merge block) from the ComfyUI repack pair of full VAEs."""
-    from rgbacli.models.rgba_vae import RGBAVAE
-
     rgb_sd = convert_original_vae(load_state_dict(rgb_path), config, what=str(rgb_path))
     alpha_sd = convert_original_vae(load_state_dict(alpha_path), config, what=str(alpha_path),
                                     allow_missing_prefixes=("encoder.", "conv1."))

@@ -1,0 +1,56 @@
+"""Latent normalisation: the one place latents are (de)normalised by a VAE's per-channel statistics.
+
+The DiT samples normalised latents `(μ − mean) / std`; decoders take `z · std + mean`. The RGBA
+VAE, the plain video VAE of the alpha-token backend and the training caches all go through
+:class:`LatentNorm`, so the convention cannot drift between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def fill_latent_stats(vae_config: dict) -> dict:
+    """Copy of a Wan VAE config whose latents_mean/std match z_dim (identity stats when they do not,
+    e.g. the tiny VAE, which keeps the 16-channel Wan defaults but has z_dim=8)."""
+    cfg = dict(vae_config)
+    z = int(cfg.get("z_dim", 16))
+    if len(cfg.get("latents_mean") or []) != z or len(cfg.get("latents_std") or []) != z:
+        cfg["latents_mean"], cfg["latents_std"] = [0.0] * z, [1.0] * z
+    return cfg
+
+
+class LatentNorm(nn.Module):
+    """Per-channel mean/std of a latent space, as non-persistent (1, C, 1, 1, 1) buffers."""
+
+    def __init__(self, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1, 1), persistent=False)
+
+    @classmethod
+    def of_wan(cls, config) -> "LatentNorm":
+        """From a Wan VAE config's `latents_mean` / `latents_std`."""
+        return cls(config["latents_mean"], config["latents_std"])
+
+    @classmethod
+    def of_cogvideox(cls, config) -> "LatentNorm":
+        """CogVideoX's VAE scales latents by one factor: mean 0, std 1/scaling_factor."""
+        c = config["latent_channels"]
+        return cls(torch.zeros(c), torch.full((c,), 1.0 / config["scaling_factor"]))
+
+    def set(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Replace the statistics in place (training measures them after the fact)."""
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1, 1))
+        self.std.copy_(torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1, 1))
+
+    def normalize(self, mu: torch.Tensor) -> torch.Tensor:
+        """Raw VAE latent → the normalised latent the DiT sees."""
+        return (mu - self.mean.to(mu)) / self.std.to(mu)
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised latent → raw latent for the decoder."""
+        return z * self.std.to(z) + self.mean.to(z)
