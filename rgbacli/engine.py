@@ -129,8 +129,6 @@ class Engine:
             elif kind == "alpha-tokens":
                 from rgbacli.models.alpha_tokens import AlphaTokenTransformer, load_alpha_token_weights
 
-                if hasattr(model, "abs_pos"):  # the alpha half reuses the RGB half's positions
-                    model.abs_pos.copies = 2
                 model = AlphaTokenTransformer(model, rank=int(ad.get("rank", 128)),
                                               lora_alpha=float(ad.get("alpha", 1.0)))
                 load_alpha_token_weights(model, path)

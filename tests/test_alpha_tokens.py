@@ -15,6 +15,7 @@ from rgbacli.models.alpha_tokens import (
     load_alpha_token_weights,
     save_alpha_token_weights,
 )
+from rgbacli.models.attention import AttnCall, context_of, processors
 from rgbacli.models.motion_free import enable_motion_free
 
 F_RGB, TEXT = 2, 3
@@ -86,15 +87,15 @@ def test_wan_rope_alpha_half_copies_rgb_positions():
 def test_lora_touches_only_alpha_token_projections(kind):
     model = tiny(kind)
     randomise(model)
-    attn, proc = model.blocks[0].attn1, model.processors[0]
+    attn, proc, behaviour = model.blocks[0].attn1, processors(model)[0], model.behaviours[0]
     x = torch.randn(1, 10, attn.to_q.in_features)
+    call = AttnCall(attn, 0, "attn1", context_of(model), None, 0, 10)  # Wan layout: video rows 0..9
     for name in ("to_q", "to_k", "to_v", "to_out"):
         layer = attn.to_out[0] if name == "to_out" else getattr(attn, name)
         with torch.no_grad():
             base = layer(x)
-            adapted = proc.lora.apply(name, base, x, 5)
-            if kind == "wan":
-                assert torch.equal(proc.linear(attn, name, x), adapted)
+            adapted = behaviour.lora.apply(name, base, x, 5)
+            assert torch.equal(proc._linear(call, attn, name, x), adapted)  # alpha rows start at 10 // 2
         assert torch.equal(adapted[:, :5], base[:, :5])  # RGB rows: base weights exactly
         assert (adapted[:, 5:] - base[:, 5:]).abs().min() > 0  # alpha rows: changed
 
@@ -104,11 +105,10 @@ def test_cogvideox_boolean_mask_blocks_text_to_alpha():
     randomise(model)
     x = noise()
     fast = call(model, x)
-    for proc in model.processors:
-        proc.capture_attention = True
-    explicit = call(model, x)
+    with context_of(model).capturing():
+        explicit = call(model, x)
     torch.testing.assert_close(fast, explicit, atol=1e-5, rtol=1e-5)  # SDPA bool mask == explicit mask
-    probs = model.processors[1].last_attention_probs  # (B, H, S, S) over [text ; RGB ; alpha]
+    probs = processors(model)[1].last_attention_probs  # (B, H, S, S) over [text ; RGB ; alpha]
     n = (probs.shape[-1] - TEXT) // 2
     alpha = slice(TEXT + n, None)
     assert probs[:, :, :TEXT, alpha].abs().max() == 0  # text → alpha: blocked exactly

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import torch
 from conftest import tiny_wan
+from diffusers.models.transformers.transformer_wan import WanAttnProcessor
 
-from rgbacli.models.motion_free import (
-    FrameLayout,
-    GuidancePlan,
-    WanSelfAttnProcessor,
-    apply_motion_free_dropout,
-    enable_motion_free,
-    frame_mask,
-    motion_free_guidance,
-)
+from rgbacli.models.attention import Behaviour, FrameLayout, WanStagedProcessor, attach, frame_mask
+from rgbacli.models.motion_free import apply_motion_free_dropout, enable_motion_free, motion_free_guidance
+from rgbacli.pipelines.guidance import GuidancePlan
 
 
 def batch(b=2, frames=3, seed=1):
@@ -30,13 +25,16 @@ def test_staged_processor_equals_diffusers():
     model = tiny_wan()
     x, t, ctx = batch()
     expected = run(model, x, t, ctx)
-    for block in model.blocks:
-        block.attn1.set_processor(WanSelfAttnProcessor())
+    noop = attach(model, lambda _i: Behaviour(), "attn1")  # staged attn1, no change to any step
+    noop2 = attach(model, lambda _i: Behaviour(), "attn2")
+    assert isinstance(model.blocks[0].attn1.processor, WanStagedProcessor)
     torch.testing.assert_close(run(model, x, t, ctx), expected, atol=1e-6, rtol=1e-6)
     ctl = enable_motion_free(model)  # no flags set: still the plain model
     torch.testing.assert_close(run(model, x, t, ctx), expected, atol=1e-6, rtol=1e-6)
     ctl.remove()
-    assert isinstance(model.blocks[0].attn1.processor, WanSelfAttnProcessor)
+    noop.remove()
+    noop2.remove()
+    assert isinstance(model.blocks[0].attn1.processor, WanAttnProcessor)  # diffusers' own, back again
 
 
 def test_motion_off_blocks_cross_frame_attention():
@@ -98,9 +96,12 @@ def test_guidance_formula_and_plan():
     assert [(p.text, p.motion) for p in mfg.passes] == [(True, True), (False, True), (False, False)]
 
     latents, cond, uncond = torch.randn(2, 4, 3, 4, 4), torch.ones(2, 3, 16), torch.zeros(1, 3, 16)
-    x, ctx, off = mfg.expand(latents, cond, uncond)
+    extra = torch.arange(2.0).view(2, 1)  # extra conditioning (e.g. image embeddings), one row per sample
+    batch = mfg.expand(latents, cond, uncond, {"image": extra})
+    x, ctx, off = batch.latents, batch.text, batch.motion_off
     assert x.shape[0] == ctx.shape[0] == 6 and off.tolist() == [False, False, False, False, True, True]
     assert ctx[:2].eq(1).all() and ctx[2:].eq(0).all()
+    assert batch.cond["image"].flatten().tolist() == [0, 1, 0, 1, 0, 1]  # replicated for every pass
     pred = torch.cat([eTM, e0M, e00])
     torch.testing.assert_close(mfg.combine(pred), expected, atol=1e-5, rtol=1e-5)
     pred2 = torch.cat([eTM, e00])  # text CFG: e0 + λ(ec − e0)

@@ -10,7 +10,8 @@ from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
 from rgbacli.models.position_embedding import attach_position_embedding
 from rgbacli.models.rgba_vae import RGBAVAE
 from rgbacli.models.text_encoder import TinyTextEncoder
-from rgbacli.models.text_mask import MaskedCrossAttnProcessor, enable_text_mask
+from rgbacli.models.attention import processors
+from rgbacli.models.text_mask import TextKeyMask, enable_text_mask
 from rgbacli.train.base_vae import (BaseVAEConfig, cropped, decode_unclamped, init_latent_scale, new_base_vae,
                                     object_crops, object_weights, train_base_vae, uniform_colour_error)
 from rgbacli.train.loop import LoopConfig, lr_at
@@ -223,7 +224,7 @@ def test_base_dit_and_dora_steps_lower_loss(tmp_path):
     sd = export_dora_state_dict(dit)
     assert any(k.startswith("blocks.0.self_attn.q.lora_magnitude_vector") for k in sd)
     assert any(k.startswith("blocks.0.cross_attn.q.lora_magnitude_vector") for k in sd)
-    assert isinstance(dit.blocks[0].attn2.processor, MaskedCrossAttnProcessor)  # peft kept the processor
+    assert any(isinstance(b, TextKeyMask) for b in processors(dit, "attn2")[0].behaviours)  # peft kept it
 
 
 def test_latent_object_mask_marks_every_cell_the_object_touches():

@@ -11,30 +11,30 @@ start from the same noise). Four changes make the second half an alpha video:
    alpha keys (a boolean SDPA mask; RGB→alpha and alpha→text stay). Wan reads text through
    cross-attention, so it needs no mask.
 
-:class:`AlphaTokenTransformer` wraps a base model: it owns the LoRA and the domain
-embedding, installs its ``attn1`` processors and two small forward hooks (patch embedding,
-RoPE), and returns the doubled prediction. The Wan processor is a
-:class:`~rgbacli.models.motion_free.FrameMaskAttnProcessor`, so motion-free guidance works on
-the doubled sequence too.
+:class:`AlphaTokenTransformer` wraps a base model: it owns the LoRA and the domain embedding,
+attaches :class:`AlphaTokens` behaviours to every ``attn1`` (rgbacli/models/attention.py, where
+other behaviours such as GenTron's frame mask compose with them), adds two small forward hooks
+(patch embedding, RoPE) and returns the doubled prediction.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rgbacli.errors import WeightsError
-from rgbacli.models.motion_free import FrameMaskAttnProcessor, FrameMaskState
+from rgbacli.fsutil import atomic_output
+from rgbacli.models.attention import attach, Behaviour, blocks_of, context_of, WrapsDiT
+from rgbacli.weights.io import check_state_dict, load_state_dict
+
 
 __all__ = [
     "double_noise",
     "AlphaLoRA",
-    "AlphaTokenWanAttnProcessor",
-    "AlphaTokenCogVideoXAttnProcessor",
+    "AlphaTokens",
     "alpha_attention_mask",
     "AlphaTokenTransformer",
     "alpha_token_state_dict",
@@ -77,15 +77,23 @@ class AlphaLoRA(nn.Module):
         return torch.cat([base_out[:, :start], base_out[:, start:] + d], dim=1)
 
 
-class AlphaTokenWanAttnProcessor(FrameMaskAttnProcessor):
-    """Wan ``attn1`` on a doubled ``[RGB ; alpha]`` sequence: LoRA on the second half's projections."""
+class AlphaTokens(Behaviour):
+    """TransPixar on one ``attn1``: the LoRA on the alpha half's projections and, where text shares
+    the attention (CogVideoX), the mask that keeps text queries off alpha keys."""
 
-    def __init__(self, lora: AlphaLoRA, state: FrameMaskState | None = None):
-        super().__init__(state)
+    def __init__(self, lora: AlphaLoRA, text_attends_alpha: bool = False):
         self.lora = lora
+        self.text_attends_alpha = text_attends_alpha
 
-    def linear(self, attn, name, x):
-        return self.lora.apply(name, super().linear(attn, name, x), x, x.shape[1] // 2)
+    def linear(self, call, name, x, out):
+        # Rows past the first half of the video are alpha tokens (in the joint sequence: after the text).
+        return self.lora.apply(name, out, x, call.video_start + call.video_len // 2)
+
+    def kv(self, call, query, key, value, mask):
+        if call.video_start == 0 or self.text_attends_alpha:  # Wan: text is in attn2, nothing to mask
+            return key, value, mask
+        blocked = alpha_attention_mask(call.video_start, call.video_len, query.device)
+        return key, value, blocked if mask is None else blocked & mask.bool()
 
 
 def alpha_attention_mask(text_len: int, video_len: int, device=None) -> torch.Tensor:
@@ -100,58 +108,6 @@ def alpha_attention_mask(text_len: int, video_len: int, device=None) -> torch.Te
     return mask
 
 
-class AlphaTokenCogVideoXAttnProcessor:
-    """CogVideoX joint attention over ``[text ; RGB ; alpha]`` with alpha-token LoRA and text→alpha mask.
-
-    Mirrors diffusers' ``CogVideoXAttnProcessor2_0``. ``capture_attention`` computes the
-    attention explicitly and keeps ``last_attention_probs`` (B, H, S, S) for inspection.
-    """
-
-    def __init__(self, lora: AlphaLoRA, text_attends_alpha: bool = False):
-        self.lora = lora
-        self.text_attends_alpha = text_attends_alpha
-        self.capture_attention = False
-        self.last_attention_probs: torch.Tensor | None = None
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None, **kwargs):
-        if attention_mask is not None:
-            raise ValueError("AlphaTokenCogVideoXAttnProcessor builds its own mask; attention_mask must be None")
-        from diffusers.models.embeddings import apply_rotary_emb
-
-        text_len, video_len = encoder_hidden_states.shape[1], hidden_states.shape[1]
-        alpha_start = text_len + video_len // 2
-        x = torch.cat([encoder_hidden_states, hidden_states], dim=1)
-        batch = x.shape[0]
-
-        def heads(t):
-            return t.view(batch, -1, attn.heads, t.shape[-1] // attn.heads).transpose(1, 2)
-
-        query, key, value = (heads(self.lora.apply(n, getattr(attn, n)(x), x, alpha_start)) for n in ("to_q", "to_k", "to_v"))
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
-        if image_rotary_emb is not None:
-            query = torch.cat([query[:, :, :text_len], apply_rotary_emb(query[:, :, text_len:], image_rotary_emb)], dim=2)
-            key = torch.cat([key[:, :, :text_len], apply_rotary_emb(key[:, :, text_len:], image_rotary_emb)], dim=2)
-
-        mask = None if self.text_attends_alpha else alpha_attention_mask(text_len, video_len, x.device)
-        if self.capture_attention:
-            scores = query.float() @ key.float().transpose(-1, -2) / math.sqrt(query.shape[-1])
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            probs = scores.softmax(dim=-1)
-            self.last_attention_probs = probs.detach()
-            out = (probs @ value.float()).to(query.dtype)
-        else:
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
-        out = out.transpose(1, 2).reshape(batch, -1, query.shape[1] * query.shape[-1])
-
-        out = attn.to_out[1](self.lora.apply("to_out", attn.to_out[0](out), out, alpha_start))
-        encoder_out, video_out = out.split([text_len, video_len], dim=1)
-        return video_out, encoder_out
-
-
 def _kind(base: nn.Module) -> str:
     from diffusers import CogVideoXTransformer3DModel, WanTransformer3DModel
 
@@ -164,12 +120,13 @@ def _kind(base: nn.Module) -> str:
     raise TypeError(f"alpha tokens support WanTransformer3DModel and CogVideoXTransformer3DModel, not {type(base).__name__}")
 
 
-class AlphaTokenTransformer(nn.Module):
+class AlphaTokenTransformer(WrapsDiT):
     """A Wan or CogVideoX DiT that denoises ``[RGB ; alpha]`` latents (TransPixar).
 
     ``forward(hidden_states (B, C, 2F, H, W), timestep, encoder_hidden_states, ...)`` returns the
     doubled prediction (B, C_out, 2F, H, W); split it with :meth:`rgb_half` / :meth:`alpha_half`.
-    Both models take the ``(B, C, T, H, W)`` layout here (CogVideoX's own is permuted inside).
+    Both models take the ``(B, C, T, H, W)`` layout here (CogVideoX's own is permuted inside, and
+    its 3-D RoPE for the RGB half is computed here when not given).
     Trainable parts: :meth:`adapter_parameters` (``domain_emb`` and ``alpha_lora``).
     """
 
@@ -182,14 +139,9 @@ class AlphaTokenTransformer(nn.Module):
         param = next(base.parameters())
         self.domain_emb = nn.Parameter(torch.zeros(width, device=param.device, dtype=param.dtype))
         self.alpha_lora = nn.ModuleList(AlphaLoRA(b.attn1, rank, lora_alpha) for b in blocks).to(param.device, param.dtype)
-
-        self._previous = [b.attn1.processor for b in blocks]
-        for block, lora in zip(blocks, self.alpha_lora):
-            if self.kind == "wan":
-                block.attn1.set_processor(AlphaTokenWanAttnProcessor(lora))
-            else:
-                block.attn1.set_processor(AlphaTokenCogVideoXAttnProcessor(lora, text_attends_alpha))
-
+        self.context = context_of(base)
+        self.context.copies = 2  # every layout-aware piece (frame mask, position table) sees two halves
+        self._attachment = attach(base, lambda i: AlphaTokens(self.alpha_lora[i], text_attends_alpha), "attn1")
         if self.kind == "wan":
             self._hooks = [
                 base.patch_embedding.register_forward_hook(self._add_domain_wan),
@@ -197,19 +149,21 @@ class AlphaTokenTransformer(nn.Module):
             ]
         else:
             self._hooks = [base.patch_embed.register_forward_hook(self._add_domain_cogvideox)]
+        self._rope_cache: dict = {}
 
     # -- structure
     @property
     def blocks(self) -> nn.ModuleList:
-        return self.base.blocks if self.kind == "wan" else self.base.transformer_blocks
+        return blocks_of(self.base)
 
     @property
     def config(self):
         return self.base.config
 
     @property
-    def processors(self) -> list:
-        return [b.attn1.processor for b in self.blocks]
+    def behaviours(self) -> list[AlphaTokens]:
+        """The :class:`AlphaTokens` behaviour of each block, in block order."""
+        return [b for _attn, _proc, b in self._attachment.entries]
 
     def adapter_parameters(self):
         yield self.domain_emb
@@ -234,6 +188,18 @@ class AlphaTokenTransformer(nn.Module):
         alpha_start = text_len + (out.shape[1] - text_len) // 2
         return torch.cat([out[:, :alpha_start], out[:, alpha_start:] + self.domain_emb.to(out.dtype)], dim=1)
 
+    def rgb_rotary(self, frames: int, height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """CogVideoX's 3-D RoPE (cos, sin) for the RGB half of a latent grid, from diffusers'
+        pipeline method (on a stand-in: latent sizes with a spatial factor of 1 give the same grid)."""
+        from diffusers import CogVideoXPipeline
+
+        key = (frames, height, width, str(device))
+        if key not in self._rope_cache:
+            stand_in = SimpleNamespace(transformer=self.base, vae_scale_factor_spatial=1)
+            self._rope_cache[key] = CogVideoXPipeline._prepare_rotary_positional_embeddings(
+                stand_in, height, width, frames, device)
+        return self._rope_cache[key]
+
     # -- forward
     def forward(self, hidden_states, timestep, encoder_hidden_states, image_rotary_emb=None, **kwargs) -> torch.Tensor:
         """Doubled prediction. ``image_rotary_emb`` (CogVideoX): the RGB half's (cos, sin), N rows."""
@@ -244,6 +210,9 @@ class AlphaTokenTransformer(nn.Module):
         if self.kind == "wan":
             return self.base(hidden_states, timestep, encoder_hidden_states, return_dict=False, **kwargs)[0]
 
+        if image_rotary_emb is None and self.config.use_rotary_positional_embeddings:
+            image_rotary_emb = self.rgb_rotary(frames // 2, hidden_states.shape[3], hidden_states.shape[4],
+                                               hidden_states.device)
         if image_rotary_emb is not None:
             p = self.config.patch_size
             n_half = (frames // 2 // p_t) * (hidden_states.shape[3] // p) * (hidden_states.shape[4] // p)
@@ -266,12 +235,12 @@ class AlphaTokenTransformer(nn.Module):
         return x.narrow(frame_dim, half, half)
 
     def remove(self) -> nn.Module:
-        """Undo the processors and hooks; returns the plain base model."""
+        """Take the behaviours and hooks off again; returns the plain base model."""
         for hook in self._hooks:
             hook.remove()
-        for block, proc in zip(self.blocks, self._previous):
-            block.attn1.set_processor(proc)
         self._hooks = []
+        self._attachment.remove()
+        self.context.copies = 1
         return self.base
 
 
@@ -301,8 +270,6 @@ def save_alpha_token_weights(model: AlphaTokenTransformer, path: str | Path, for
     """Write :func:`alpha_token_state_dict` as safetensors (atomically, no clobber without force)."""
     from safetensors.torch import save_file
 
-    from rgbacli.fsutil import atomic_output
-
     with atomic_output(path, force) as tmp:
         save_file(alpha_token_state_dict(model), str(tmp))
     return Path(path)
@@ -315,25 +282,22 @@ def load_alpha_token_weights(model: AlphaTokenTransformer, weights: str | Path |
     The file's rank must equal the model's; unknown, missing or mis-shaped keys are a
     :class:`WeightsError` naming the key.
     """
+    what = "alpha-token weights"
     if not isinstance(weights, dict):
-        from rgbacli.weights.io import load_state_dict
-
+        what = str(weights)
         weights = load_state_dict(weights)
     params = _param_refs(model)
-    for key in weights:
-        if key not in params:
-            raise WeightsError(f"unexpected key in alpha-token weights: {key!r}")
+    weights = dict(weights)
+    emb = weights.get("domain_emb")
+    if emb is not None:  # released files store (1, 1, D); any layout of the same width is accepted
+        if emb.numel() != params["domain_emb"].numel():
+            raise WeightsError(f"{what}: 'domain_emb' has {emb.numel()} values; the model width is "
+                               f"{params['domain_emb'].numel()}")
+        weights["domain_emb"] = emb.reshape(params["domain_emb"].shape)
+    check_state_dict({k: p.shape for k, p in params.items()}, weights, what,
+                     hint=f"(rank {model.alpha_lora[0].rank})")
     for key, param in params.items():
-        if key not in weights:
-            raise WeightsError(f"alpha-token weights are missing {key!r}")
-        value = weights[key]
-        if key == "domain_emb":
-            if value.numel() != param.numel():
-                raise WeightsError(f"{key!r} has {value.numel()} values; the model width is {param.numel()}")
-            value = value.reshape(param.shape)
-        elif value.shape != param.shape:
-            raise WeightsError(f"{key!r} has shape {tuple(value.shape)}, expected {tuple(param.shape)} (rank {model.alpha_lora[0].rank})")
-        param.copy_(value.to(param.dtype))
+        param.copy_(weights[key].to(param.dtype))
 
 
 def _param_refs(model: AlphaTokenTransformer) -> dict[str, nn.Parameter]:

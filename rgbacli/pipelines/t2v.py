@@ -19,7 +19,8 @@ from rgbacli.engine import Engine
 from rgbacli.errors import UsageError
 from contextlib import nullcontext
 
-from rgbacli.models.motion_free import GuidancePlan, enable_motion_free
+from rgbacli.models.motion_free import enable_motion_free
+from rgbacli.pipelines.guidance import GuidancePlan
 from rgbacli.pipelines.schedulers import make_scheduler
 
 
@@ -126,7 +127,8 @@ class TextToRGBAPipeline:
             ctl = enable_motion_free(model) if plan.uses_motion_off else None
             try:
                 for i, timestep in enumerate(scheduler.timesteps):
-                    x, ctx, off = plan.expand(latents.to(eng.dtype), cond, uncond)
+                    batch = plan.expand(latents.to(eng.dtype), cond, uncond)
+                    x, ctx, off = batch.latents, batch.text, batch.motion_off
                     with ctl.motion_off(off) if ctl else nullcontext():
                         out = denoise(model, x, timestep.expand(len(x)).to(eng.device), ctx, rope)
                     pred = plan.combine(out.float())

@@ -377,7 +377,6 @@ def stage_alpha_tokens(run: Path, minutes: float, resume: bool, clips: int, log,
     text = TinyTextEncoder.load(_need(run, "text_encoder.safetensors")).requires_grad_(False)
     _warn_unknown_words(text, data.captions)
     base = load_model(WanTransformer3DModel, _need(run, "transformer.safetensors"))
-    base.abs_pos.copies = 2
     dit = AlphaTokenTransformer(base, rank=tc.TINY_ALPHA_TOKENS["rank"], lora_alpha=tc.TINY_ALPHA_TOKENS["alpha"])
     params = {f"adapter.{i}": p for i, p in enumerate(dit.adapter_parameters())}
     for p in params.values():

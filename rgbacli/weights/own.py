@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 from rgbacli.errors import WeightsError
+from rgbacli.models.position_embedding import attach_position_embedding
+from rgbacli.models.text_mask import enable_text_mask
 from rgbacli.weights.io import load_state_dict, load_strict, read_metadata, save_safetensors
 
 
@@ -29,12 +31,8 @@ def load_model(cls, path: Path, config: dict | None = None):
         raise WeightsError(f"{path} has no model config in its metadata and the preset gives none")
     model = cls(**cfg)
     if "abs_pos" in meta:
-        from rgbacli.models.position_embedding import attach_position_embedding
-
         attach_position_embedding(model, **json.loads(meta["abs_pos"]))
     if json.loads(meta.get("text_mask", "false")):
-        from rgbacli.models.text_mask import enable_text_mask
-
         enable_text_mask(model)
     load_strict(model, load_state_dict(path), what=str(path))
     return model.eval().requires_grad_(False)

@@ -1,0 +1,86 @@
+"""The guidance plan: which DiT passes to batch in one forward, and how to combine them.
+
+Text CFG and GenTron motion-free guidance are one linear combination of at most three passes,
+``λT·ε(c_T,c_M) + (λM−λT)·ε(∅,c_M) + (1−λM)·ε(∅,∅)``, so passes with weight 0 are skipped:
+``λT=1, λM=1`` → 1 pass; text CFG only (``λM=1``) → 2; motion guidance (``λM≠1``) → 3.
+Extra conditioning (image or motion embeddings, keyframes) is replicated for every pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["GuidancePass", "GuidancePlan", "GuidedBatch"]
+
+
+@dataclass(frozen=True)
+class GuidancePass:
+    """One model evaluation: with/without the text condition, with motion on/off, and its weight."""
+
+    text: bool
+    motion: bool
+    weight: float
+
+    @property
+    def name(self) -> str:
+        return f"({'c_T' if self.text else '∅'},{'c_M' if self.motion else '∅'})"
+
+
+@dataclass
+class GuidedBatch:
+    """The passes stacked along the batch (pass-major): what one forward takes."""
+
+    latents: torch.Tensor
+    text: torch.Tensor
+    motion_off: torch.Tensor  # bool (passes·B,)
+    cond: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GuidancePlan:
+    """Which passes to batch and how to combine them (see the module docstring)."""
+
+    text_scale: float = 1.0
+    motion_scale: float = 1.0
+    passes: tuple[GuidancePass, ...] = field(default=())
+
+    @classmethod
+    def build(cls, text_scale: float = 1.0, motion_scale: float | None = None) -> "GuidancePlan":
+        lt = float(text_scale)
+        lm = 1.0 if motion_scale is None else float(motion_scale)
+        candidates = (GuidancePass(True, True, lt), GuidancePass(False, True, lm - lt), GuidancePass(False, False, 1.0 - lm))
+        # The weights sum to 1, so at least one pass remains.
+        return cls(lt, lm, tuple(p for p in candidates if p.weight != 0.0))
+
+    @property
+    def num_passes(self) -> int:
+        return len(self.passes)
+
+    @property
+    def needs_uncond_text(self) -> bool:
+        return any(not p.text for p in self.passes)
+
+    @property
+    def uses_motion_off(self) -> bool:
+        return any(not p.motion for p in self.passes)
+
+    def expand(self, latents: torch.Tensor, text: torch.Tensor, uncond: torch.Tensor | None = None,
+               cond: dict[str, torch.Tensor] | None = None) -> GuidedBatch:
+        """Stack the passes along the batch: pass 0's B samples, then pass 1's, ... ``cond``
+        tensors (batch first) are repeated for every pass."""
+        if self.needs_uncond_text and uncond is None:
+            raise ValueError("this guidance plan needs unconditional text embeddings")
+        b, n = latents.shape[0], self.num_passes
+        x = torch.cat([latents] * n)
+        ctx = torch.cat([text if p.text else uncond.expand_as(text) for p in self.passes])
+        off = torch.tensor([not p.motion for p in self.passes], dtype=torch.bool).repeat_interleave(b)
+        extra = {k: torch.cat([v] * n) for k, v in (cond or {}).items()}
+        return GuidedBatch(x, ctx, off, extra)
+
+    def combine(self, prediction: torch.Tensor) -> torch.Tensor:
+        """Weighted sum of the passes of a pass-major batched prediction (in float32)."""
+        chunks = prediction.float().chunk(self.num_passes)
+        out = sum(p.weight * c for p, c in zip(self.passes, chunks))
+        return out.to(prediction.dtype)
