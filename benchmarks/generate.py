@@ -55,7 +55,7 @@ def write_preset(folder: Path, name: str, cfg: dict, backend: str = "wan-alpha")
         from rgbacli.models.alpha_tokens import AlphaTokenTransformer, save_alpha_token_weights
 
         base_preset = write_preset(folder, name + "-base", cfg)
-        dit = AlphaTokenTransformer(Engine(str(base_preset), device="cpu").transformer, rank=16, lora_alpha=16.0)
+        dit = AlphaTokenTransformer(Engine(str(base_preset), device="cpu").component("transformer"), rank=16, lora_alpha=16.0)
         save_alpha_token_weights(dit, folder / f"{name}.alpha.safetensors")
         adapters = f'adapters = [{{ kind = "alpha-tokens", path = "{name}.alpha.safetensors", rank = 16, alpha = 16.0 }}]'
     path = folder / f"{name}.toml"
@@ -109,7 +109,8 @@ def child(args) -> None:
     pipe = TextToRGBAPipeline(eng)
     p = params_from_preset(eng, "a glass jellyfish", width=args.width, height=args.height, frames=args.frames,
                            steps=args.steps, seed=0)
-    eng.transformer, eng.vae, eng.text_encoder  # noqa: B018 - load before measuring
+    for name in ("transformer", "vae", "text_encoder"):  # load before measuring
+        eng.component(name)
     cuda = args.device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
@@ -144,9 +145,10 @@ def wan_pipeline_gpu(preset: Path, width: int, height: int, frames: int, steps: 
     from rgbacli.engine import Engine
 
     eng = Engine(str(preset), device="cuda")
-    vae = eng.vae.base  # the plain Wan VAE inside our RGBA VAE: RGB decode, as WanPipeline does
+    vae = eng.component("vae").base  # the plain Wan VAE inside our RGBA VAE: RGB decode, as WanPipeline does
     sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
-    pipe = WanPipeline(tokenizer=None, text_encoder=None, transformer=eng.transformer, vae=vae, scheduler=sched)
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, transformer=eng.component("transformer"), vae=vae,
+                       scheduler=sched)
     emb = torch.randn(1, 512, 4096, device="cuda", dtype=torch.bfloat16)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()

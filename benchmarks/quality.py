@@ -264,11 +264,11 @@ def main() -> None:
     engine = Engine(args.preset, device="cpu", weights_dir=args.weights_dir)
     t0 = time.perf_counter()
     report = {"preset": args.preset, "weights_dir": args.weights_dir}
-    if hasattr(engine.vae, "decode"):  # an RGBA VAE (Wan-Alpha backend)
-        report["vae"] = vae_reconstruction(engine.vae, args.clips)
-        report["vae"].update(vae_round_trip_figures(engine.vae, args.colour_clips, args.motion_clips))
+    if hasattr(engine.component("vae"), "decode"):  # an RGBA VAE (Wan-Alpha backend)
+        report["vae"] = vae_reconstruction(engine.component("vae"), args.clips)
+        report["vae"].update(vae_round_trip_figures(engine.component("vae"), args.colour_clips, args.motion_clips))
     else:  # alpha tokens: RGB and alpha each go through the plain RGB VAE; there is no RGBA VAE to measure
-        report["vae"] = {"skipped": f"{type(engine.vae).__name__} is not an RGBA VAE"}
+        report["vae"] = {"skipped": f"{type(engine.component("vae")).__name__} is not an RGBA VAE"}
     gen, clips = generation_figures(engine, args.prompts, args.steps, args.guidance,
                                     lambda i, n: print(f"\r{i}/{n}", end="", file=sys.stderr),
                                     args.motion_guidance)

@@ -1,7 +1,8 @@
 """The `rgba` command: a thin Typer app that parses, calls the engine and reports.
 
-Every subcommand lives in rgbacli/commands/<name>.py; this file only registers them and turns
-RgbaError / usage errors into one line on stderr with a non-zero exit code.
+Each command is a plain function in rgbacli/commands/<name>.py, registered here by hand, so this
+file is the list of what `rgba` can do. RgbaError and usage errors become one line on stderr
+with a non-zero exit code (1 for RgbaError, 2 for usage); anything else is a bug (exit 3).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import click
 import typer
 
+from rgbacli.commands import codec, composite, generate, models, train
 from rgbacli.errors import RgbaError
 
 app = typer.Typer(
@@ -29,15 +31,12 @@ def _root() -> None:
     """Transparent (RGBA) video: generate, encode/decode through the RGBA VAE, composite."""
 
 
-def _register() -> None:
-    """Import command modules; each registers itself on `app` with @app.command."""
-    import importlib
-    import pkgutil
-
-    import rgbacli.commands as commands
-
-    for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
-        importlib.import_module(f"rgbacli.commands.{mod}")
+app.command("generate")(generate.generate)
+app.command("encode")(codec.encode)
+app.command("decode")(codec.decode)
+app.command("composite")(composite.composite)
+app.command("models")(models.models)
+app.add_typer(train.train_app, name="train")
 
 
 def _quiet_libraries() -> None:
@@ -56,7 +55,6 @@ _EXITS = (click.exceptions.Exit, typer.Exit)
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `rgba` script: one clear line on stderr for every expected failure."""
-    _register()
     _quiet_libraries()
     debug = bool(os.environ.get("RGBA_DEBUG"))
     try:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rgbacli.data import ProceduralDataset
+
 
 @torch.no_grad()
 def vae_reconstruction(vae, n: int = 32, size: int = 64, frames: int = 17) -> dict:
     """Alpha IoU (α>0.5), alpha MAE and RGB PSNR on opaque pixels (α>0.99) of encode→decode,
     averaged over n held-out clips (seeds never used in training)."""
-    from rgbacli.data import ProceduralDataset
-
     ds = ProceduralDataset(split="heldout", length=n, size=size, frames=frames)
     ious, maes, psnrs = [], [], []
     for i in range(n):

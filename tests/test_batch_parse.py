@@ -6,7 +6,7 @@ import pytest
 
 from rgbacli.errors import OutputExistsError, UsageError
 from rgbacli.fsutil import atomic_output
-from rgbacli.pipelines.batch import output_for, parse_prompt_lines, parse_size, slugify
+from rgbacli.batch.plan import output_for, parse_prompt_lines, parse_size, slugify
 
 
 def test_parse_lines_and_jsonl():

@@ -39,7 +39,7 @@ def test_pipeline_shapes_determinism_and_trim(tiny_preset):
 @pytest.mark.parametrize("guidance,motion,passes", [(1.0, None, 1), (4.0, None, 2), (4.0, 1.2, 3)])
 def test_guidance_pass_counts(tiny_preset, guidance, motion, passes):
     eng = Engine(str(tiny_preset), device="cpu")
-    calls, handle = _count_forwards(eng.transformer)
+    calls, handle = _count_forwards(eng.component("transformer"))
     p = params_from_preset(eng, "a red orb", steps=3, guidance=guidance, motion_guidance=motion)
     out = TextToRGBAPipeline(eng)(p)
     handle.remove()
@@ -69,8 +69,8 @@ def test_dora_adapter_from_preset_is_merged(tmp_path):
 
     from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
 
-    plain = Engine(str(write_test_preset(tmp_path, "plain")), device="cpu").transformer
-    donor = Engine(str(write_test_preset(tmp_path, "donor")), device="cpu").transformer
+    plain = Engine(str(write_test_preset(tmp_path, "plain")), device="cpu").component("transformer")
+    donor = Engine(str(write_test_preset(tmp_path, "donor")), device="cpu").component("transformer")
     add_dora_adapter(donor, rank=2)
     with torch.no_grad():
         for name, prm in donor.named_parameters():
@@ -78,7 +78,7 @@ def test_dora_adapter_from_preset_is_merged(tmp_path):
                 prm.normal_(std=0.1)
     save_file({k: v.contiguous() for k, v in export_dora_state_dict(donor).items()}, str(tmp_path / "d.safetensors"))
     preset = write_test_preset(tmp_path, "dora", adapters='adapters = [{ kind = "dora", path = "d.safetensors" }]')
-    merged = Engine(str(preset), device="cpu").transformer
+    merged = Engine(str(preset), device="cpu").component("transformer")
     x, t, ctx = torch.randn(1, 4, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 24, 32)
     with torch.no_grad():
         ref = donor(x, t, ctx, return_dict=False)[0]
@@ -91,7 +91,7 @@ def test_dora_adapter_from_preset_is_merged(tmp_path):
 def test_alpha_token_backend_runs_on_wan(tmp_path):
     from rgbacli.models.alpha_tokens import AlphaTokenTransformer, save_alpha_token_weights
 
-    base = Engine(str(write_test_preset(tmp_path, "b")), device="cpu").transformer
+    base = Engine(str(write_test_preset(tmp_path, "b")), device="cpu").component("transformer")
     dit = AlphaTokenTransformer(base, rank=2, lora_alpha=2.0)
     with torch.no_grad():
         for prm in dit.adapter_parameters():
@@ -100,12 +100,12 @@ def test_alpha_token_backend_runs_on_wan(tmp_path):
     preset = write_test_preset(tmp_path, "at", backend="alpha-tokens",
                                adapters='adapters = [{ kind = "alpha-tokens", path = "at.safetensors", rank = 2, alpha = 2.0 }]')
     eng = Engine(str(preset), device="cpu")
-    calls, handle = _count_forwards(eng.transformer.base)
+    calls, handle = _count_forwards(eng.component("transformer").base)
     out = TextToRGBAPipeline(eng)(params_from_preset(eng, "a red orb", frames=5))
     handle.remove()
     assert out.frames.shape == (5, 16, 16, 4)
     # the DiT saw doubled latent frames: 3 RGB + 3 alpha
-    assert eng.transformer.base.config.in_channels == 4
+    assert eng.component("transformer").base.config.in_channels == 4
     assert len(calls) == 2
 
 
@@ -174,7 +174,7 @@ def test_backend_flag_picks_the_variant(cli, tmp_path):
     """--backend alpha-tokens switches to the preset's declared variant; without one it is a usage error."""
     from rgbacli.models.alpha_tokens import AlphaTokenTransformer, save_alpha_token_weights
 
-    base = Engine(str(write_test_preset(tmp_path, "b")), device="cpu").transformer
+    base = Engine(str(write_test_preset(tmp_path, "b")), device="cpu").component("transformer")
     save_alpha_token_weights(AlphaTokenTransformer(base, rank=2, lora_alpha=2.0), tmp_path / "at.safetensors")
     variant = write_test_preset(tmp_path, "v-at", backend="alpha-tokens",
                                 adapters='adapters = [{ kind = "alpha-tokens", path = "at.safetensors", rank = 2, alpha = 2.0 }]')
@@ -187,3 +187,50 @@ def test_backend_flag_picks_the_variant(cli, tmp_path):
     assert r.returncode == 0, r.stderr  # already that backend
     r = cli("generate", "a red orb", "--preset", tmp_path / "b.toml", "--backend", "alpha-tokens", "-o", tmp_path / "x.apng")
     assert r.returncode == 2 and "has no alpha-tokens backend" in r.stderr and not (tmp_path / "x.apng").exists()
+
+
+# ----------------------------------------------------------------------------- pipeline steps
+def test_batch_of_clips_matches_clips_one_by_one(tiny_preset):
+    """Clips that share their sampling settings sample as one batch; each keeps its prompt and seed."""
+    eng = Engine(str(tiny_preset), device="cpu")
+    pipe = TextToRGBAPipeline(eng)
+    ps = [params_from_preset(eng, "a red orb", seed=1, guidance=3.0, motion_guidance=1.2),
+          params_from_preset(eng, "a blue star", seed=2, guidance=3.0, motion_guidance=1.2)]
+    calls, handle = _count_forwards(eng.component("transformer"))
+    batched = pipe.generate_batch(ps)
+    handle.remove()
+    assert calls == [6] * ps[0].steps  # 2 clips × 3 guidance passes in one forward per step
+    for p, got in zip(ps, batched):
+        alone = pipe(p).frames
+        assert got.frames.shape == alone.shape == (5, 16, 16, 4)
+        torch.testing.assert_close(got.frames, alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(batched[0].frames, batched[1].frames, atol=1e-3)
+    with pytest.raises(UsageError, match="share frames, size"):
+        pipe.generate_batch([ps[0], params_from_preset(eng, "x", frames=9)])
+
+
+def test_step_callback_and_extra_conditioning_reach_the_loop(tiny_preset):
+    from rgbacli.models.attention import Behaviour, attach
+
+    eng = Engine(str(tiny_preset), device="cpu")
+    pipe = TextToRGBAPipeline(eng)
+    p = params_from_preset(eng, "a red orb", steps=3, guidance=2.0)
+    seen, conds = [], []
+
+    class Probe(Behaviour):
+        def kv(self, call, query, key, value, mask):
+            conds.append(call.context.values["cond"]["probe"].clone())
+            return key, value, mask
+
+    def callback(pipeline, step, timestep, values):
+        seen.append((step, float(timestep), tuple(values["latents"].shape), tuple(values["prediction"].shape)))
+        return {"latents": torch.zeros_like(values["latents"])} if step == 2 else {}
+
+    probe = attach(eng.component("transformer"), lambda i: Probe(), "attn1", blocks=[0])
+    out = pipe(p, cond={"probe": torch.tensor([[7.0]])}, callback_on_step_end=callback)
+    probe.remove()
+    assert [s[0] for s in seen] == [0, 1, 2] and seen[0][2] == seen[0][3] == (1, 4, 3, 8, 8)
+    assert seen[0][1] > seen[1][1] > seen[2][1]  # timesteps run from noise to data
+    assert [c.flatten().tolist() for c in conds] == [[7.0, 7.0]] * 3  # one copy per guidance pass
+    zeros = pipe.decode(torch.zeros(1, 4, 3, 8, 8), p)[0]  # the last step's latents were replaced
+    torch.testing.assert_close(out.frames, zeros)

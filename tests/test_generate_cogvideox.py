@@ -58,9 +58,9 @@ shift = 1.0
 solver = "cogvideox-ddim"
 """)
     eng = Engine(str(preset), device="cpu")
-    assert (eng.vae.temporal_factor, eng.vae.spatial_factor) == (4, 8)
+    assert (eng.component("vae").temporal_factor, eng.component("vae").spatial_factor) == (4, 8)
     seen = []
-    eng.transformer.base.register_forward_hook(
+    eng.component("transformer").base.register_forward_hook(
         lambda m, a, k, o: seen.append((k["hidden_states"] if "hidden_states" in k else a[0]).shape), with_kwargs=True)
     out = TextToRGBAPipeline(eng)(params_from_preset(eng, "a red orb"))
     assert out.frames.shape == (9, 64, 64, 4)

@@ -65,7 +65,7 @@ def test_tiny_vae_keeps_late_frame_colour():
     from rgbacli.data import COLOURS
     from rgbacli.data.procedural import ClipSpec, ObjectSpec, make_clip
 
-    vae = Engine("tiny", device="cpu").vae
+    vae = Engine("tiny", device="cpu").component("vae")
     for colour in ("red", "green", "cyan", "blue"):
         clip = make_clip(1, 64, 17, ClipSpec((ObjectSpec("orb", "solid", colour, "still", radius=0.2),)))
         with torch.no_grad():

@@ -10,6 +10,7 @@ from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
 from rgbacli.models.position_embedding import attach_position_embedding
 from rgbacli.models.rgba_vae import RGBAVAE
 from rgbacli.models.text_encoder import TinyTextEncoder
+from rgbacli.backends import WanAlphaBackend
 from rgbacli.models.attention import processors
 from rgbacli.models.text_mask import TextKeyMask, enable_text_mask
 from rgbacli.train.base_vae import (BaseVAEConfig, cropped, decode_unclamped, init_latent_scale, new_base_vae,
@@ -200,10 +201,11 @@ def test_base_dit_and_dora_steps_lower_loss(tmp_path):
     attach_position_embedding(dit, frames=4, rows=4, cols=4, init_std=0.3)
     enable_text_mask(dit)  # as the tiny recipe trains it
     params = {**{f"dit.{k}": p for k, p in dit.named_parameters()}, **{f"t.{k}": p for k, p in text.named_parameters()}}
-    before = eval_loss(dit, text, data, n=4)
+    backend = WanAlphaBackend(dit)
+    before = eval_loss(backend, text, data, n=4)
     cfg = DiTTrainConfig(steps=25, minutes=5, batch=4, lr=3e-3, warmup=1, p_motion_free=0.3, p_short=0.3)
-    train_dit(dit, text, data, params, cfg, tmp_path / "dit.safetensors")
-    mid = eval_loss(dit, text, data, n=4)
+    train_dit(backend, text, data, params, cfg, tmp_path / "dit.safetensors")
+    mid = eval_loss(backend, text, data, n=4)
     assert mid < before
 
     # stage 4: DoRA only, on top of the trained base, with the object-weighted loss; exported in the
@@ -216,11 +218,11 @@ def test_base_dit_and_dora_steps_lower_loss(tmp_path):
     weighted = DiTTrainConfig(**{**cfg.__dict__, "object_weight": 4.0})
     unmasked = LatentSet(data.latents, data.captions, data.still, data.still_captions)
     with pytest.raises(ValueError, match="object masks"):
-        train_dit(dit, text, unmasked, trainable, weighted, tmp_path / "no.safetensors")
-    mid_weighted = eval_loss(dit, text, data, n=4, object_weight=4.0)
+        train_dit(backend, text, unmasked, trainable, weighted, tmp_path / "no.safetensors")
+    mid_weighted = eval_loss(backend, text, data, n=4, object_weight=4.0)
     assert mid_weighted != mid  # the masks count
-    train_dit(dit, text, data, trainable, weighted, tmp_path / "dora.safetensors")
-    assert eval_loss(dit, text, data, n=4, object_weight=4.0) < mid_weighted
+    train_dit(backend, text, data, trainable, weighted, tmp_path / "dora.safetensors")
+    assert eval_loss(backend, text, data, n=4, object_weight=4.0) < mid_weighted
     sd = export_dora_state_dict(dit)
     assert any(k.startswith("blocks.0.self_attn.q.lora_magnitude_vector") for k in sd)
     assert any(k.startswith("blocks.0.cross_attn.q.lora_magnitude_vector") for k in sd)

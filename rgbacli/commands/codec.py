@@ -3,31 +3,25 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Annotated
 
 import typer
 
-from rgbacli.cli import app
+from rgbacli.commands._options import DeviceOpt, DtypeOpt, ForceOpt, JsonOpt, PremultipliedOpt, PresetOpt, WeightsDirOpt
 from rgbacli.console import info, print_json, progress, warn
 from rgbacli.fsutil import atomic_output, check_output
 
-_PRESET = typer.Option("tiny", "--preset", help="Preset name or TOML path.")
-_DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
-_DTYPE = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16.")
-_WEIGHTS = typer.Option(None, "--weights-dir", help="Folder searched first for weight files.")
 
-
-@app.command("encode")
 def encode(
-    source: str = typer.Argument(..., help="RGBA media: .mov .webm .mkv .apng .webp .png, name.%04d.png, a folder."),
-    output: str = typer.Option(..., "-o", "--output", help="Latents file (.safetensors)."),
-    preset: str = _PRESET,
-    premultiplied: bool = typer.Option(False, "--premultiplied", help="The source uses premultiplied alpha."),
-    device: str = _DEVICE,
-    dtype: str = _DTYPE,
-    weights_dir: Optional[str] = _WEIGHTS,
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
-    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+    source: Annotated[str, typer.Argument(help="RGBA media: .mov .webm .mkv .apng .webp .png, name.%04d.png, a folder.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Latents file (.safetensors).")],
+    preset: PresetOpt = "tiny",
+    premultiplied: PremultipliedOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    weights_dir: WeightsDirOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Encode RGBA media to latents (frame counts that are not 4k+1 are padded, then trimmed on decode)."""
     from rgbacli.engine import Engine
@@ -56,19 +50,20 @@ def encode(
              f"{meta['width']}x{meta['height']} (preset {engine.preset.name})")
 
 
-@app.command("decode")
 def decode(
-    source: str = typer.Argument(..., help="Latents file from `rgba encode` (.safetensors)."),
-    output: str = typer.Option(..., "-o", "--output", help="RGBA media (.mov .webm .mkv .apng .webp name.%04d.png …)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Preset (default: the one recorded in the file)."),
-    premultiplied: bool = typer.Option(False, "--premultiplied", help="Write premultiplied alpha."),
-    device: str = _DEVICE,
-    dtype: str = _DTYPE,
-    weights_dir: Optional[str] = _WEIGHTS,
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
-    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+    source: Annotated[str, typer.Argument(help="Latents file from `rgba encode` (.safetensors).")],
+    output: Annotated[str, typer.Option("-o", "--output", help="RGBA media (.mov .webm .mkv .apng .webp name.%04d.png …).")],
+    preset: PresetOpt = None,
+    premultiplied: PremultipliedOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    weights_dir: WeightsDirOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Decode latents back to RGBA media with the RGB and alpha decoders."""
+    """Decode latents back to RGBA media with the RGB and alpha decoders.
+
+    Without --preset: the preset recorded in the latents file."""
     from rgbacli.engine import Engine
     from rgbacli.media import Clip, write_clip
     from rgbacli.media.write import check_writable

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-from rgbacli.cli import app
+from rgbacli.commands._options import ForceOpt, JsonOpt, PremultipliedOpt
 from rgbacli.errors import UsageError
 
 
@@ -20,26 +21,27 @@ def _pair(text: str, sep: str, what: str, cast=int) -> tuple:
         raise UsageError(f"{what} must look like {'X,Y' if sep == ',' else 'WxH'}, got {text!r}") from None
 
 
-@app.command("composite")
 def composite(
-    fg: list[Path] = typer.Argument(..., help="Foreground RGBA clip(s); several are layered in order, first lowest."),
-    over: str = typer.Option(..., "--over", help="Background: a video, an image, or a colour (#RRGGBB[AA], black, white, …)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output file; the format follows the extension "
-                                "(.mov .webm .mkv .apng .webp .gif .mp4 .png, name.%04d.png)."),
-    position: list[str] = typer.Option(None, "--position", help="Top-left X,Y of the FG on the canvas (may be negative). "
-                                       "Give once for all FGs or once per FG.  \\[default: 0,0]"),
-    scale: list[float] = typer.Option(None, "--scale", help="Resize the FG by this factor (filtered in premultiplied "
-                                      "space, so edges stay clean). Once or once per FG.  \\[default: 1]"),
-    start: list[int] = typer.Option(None, "--start", help="Output frame at which the FG enters. Once or once per FG.  \\[default: 0]"),
-    fit: str = typer.Option("loop", "--fit", help="When clips differ in length the output lasts as long as the longest; "
-                            "shorter ones 'loop' or 'hold' their last frame."),
-    fps: float = typer.Option(None, "--fps", help="Output frame rate; other rates are resampled (frame on screen at each "
-                              "timestamp).  \\[default: the background's, else the first FG's]"),
-    size: str = typer.Option(None, "--size", help="Canvas WxH for a colour background.  \\[default: first FG's size]"),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-    premultiplied: bool = typer.Option(False, "--premultiplied", help="Inputs store premultiplied (associated) alpha, "
-                                       "and so will the output.  \\[default: straight alpha]"),
+    fg: Annotated[list[Path], typer.Argument(help="Foreground RGBA clip(s); several are layered in order, first lowest.")],
+    over: Annotated[str, typer.Option("--over", help="Background: a video, an image, or a colour (#RRGGBB[AA], black, "
+                    "white, …).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output file; the format follows the extension "
+                      "(.mov .webm .mkv .apng .webp .gif .mp4 .png, name.%04d.png).")],
+    position: Annotated[Optional[list[str]], typer.Option("--position", help="Top-left X,Y of the FG on the canvas (may "
+                        "be negative). Give once for all FGs or once per FG.  \\[default: 0,0]")] = None,
+    scale: Annotated[Optional[list[float]], typer.Option("--scale", help="Resize the FG by this factor (filtered in "
+                     "premultiplied space, so edges stay clean). Once or once per FG.  \\[default: 1]")] = None,
+    start: Annotated[Optional[list[int]], typer.Option("--start", help="Output frame at which the FG enters. Once or "
+                     "once per FG.  \\[default: 0]")] = None,
+    fit: Annotated[str, typer.Option("--fit", help="When clips differ in length the output lasts as long as the "
+                   "longest; shorter ones 'loop' or 'hold' their last frame.")] = "loop",
+    fps: Annotated[Optional[float], typer.Option("--fps", help="Output frame rate; other rates are resampled (frame on "
+                   "screen at each timestamp).  \\[default: the background's, else the first FG's]")] = None,
+    size: Annotated[Optional[str], typer.Option("--size", help="Canvas WxH for a colour background.  "
+                    "\\[default: first FG's size]")] = None,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+    premultiplied: PremultipliedOpt = False,
 ) -> None:
     """Composite RGBA clips over a background with straight-alpha "over" (exact in 8 bits).
 

@@ -2,64 +2,61 @@
 
 from __future__ import annotations
 
-import json
-import re
 import sys
-import time
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
-from rgbacli.cli import app
+from rgbacli.commands._options import (DeviceOpt, DtypeOpt, ForceOpt, JsonOpt, OffloadOpt, PremultipliedOpt,
+                                       PresetOpt, WeightsDirOpt)
 from rgbacli.console import info, print_json, progress, warn
-from rgbacli.errors import RgbaError, UsageError
-from rgbacli.fsutil import atomic_output, check_output
+from rgbacli.errors import UsageError
 
 
-@app.command("generate")
 def generate(
-    prompt: Optional[str] = typer.Argument(None, help="What to generate, e.g. \"a glass jellyfish\"."),
-    output: Optional[str] = typer.Option(None, "-o", "--output",
-                                         help="Output file (.mov .webm .mkv .apng .webp name.%04d.png …). "
-                                              "Default: <prompt-slug>.mov. With --prompts: a pattern such as "
-                                              "'out/{index:03d}-{slug}.mov'."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Preset name or TOML path (default: the first "
-                                         "real preset whose weights are present, else 'tiny')."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (batch: item i uses seed+i unless it sets one)."),
-    frames: Optional[int] = typer.Option(None, "--frames", help="Number of frames (default from preset)."),
-    size: Optional[str] = typer.Option(None, "--size", help="WxH, e.g. 832x480 (default from preset)."),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Frames per second of the written clip."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help="Text CFG scale; 1.0 skips the "
-                                             "unconditional pass entirely."),
-    shift: Optional[float] = typer.Option(None, "--shift", help="Flow-matching timestep shift."),
-    solver: Optional[str] = typer.Option(None, "--solver", help="unipc or euler (default from preset)."),
-    negative: Optional[str] = typer.Option(None, "--negative", help="Negative prompt (used when guidance > 1)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="wan-alpha (alpha in the latent, two "
-                                          "decoders) or alpha-tokens (TransPixar); default: the preset's."),
-    motion_guidance: Optional[float] = typer.Option(None, "--motion-guidance",
-                                                    help="GenTron motion-free guidance scale λM (e.g. 1.0–1.3)."),
-    prompts: Optional[str] = typer.Option(None, "--prompts", help="Batch: file with one prompt per line or "
-                                          "JSONL items; '-' reads stdin."),
-    resume: bool = typer.Option(False, "--resume", help="Batch: skip items already done per the manifest."),
-    manifest: Optional[str] = typer.Option(None, "--manifest", help="Batch: manifest path "
-                                           "(default: manifest.json beside the outputs)."),
-    preview: bool = typer.Option(False, "--preview", help="Also write <out>.preview.mp4 (checkerboard) "
-                                 "and <out>.sheet.png (contact sheet)."),
-    premultiplied: bool = typer.Option(False, "--premultiplied", help="Write premultiplied (associated) "
-                                       "alpha instead of straight."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
-    offload: bool = typer.Option(False, "--offload", help="Keep components on the CPU between uses (GPU)."),
-    weights_dir: Optional[str] = typer.Option(None, "--weights-dir", help="Folder searched first for weights."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
-    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+    prompt: Annotated[Optional[str], typer.Argument(help="What to generate, e.g. \"a glass jellyfish\".")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Output file (.mov .webm .mkv .apng .webp "
+                      "name.%04d.png …). Default: <prompt-slug>.mov. With --prompts: a pattern such as "
+                      "'out/{index:03d}-{slug}.mov'.")] = None,
+    preset: PresetOpt = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (batch: item i uses seed+i unless it sets one).")] = 0,
+    frames: Annotated[Optional[int], typer.Option("--frames", help="Number of frames (default from preset).")] = None,
+    size: Annotated[Optional[str], typer.Option("--size", help="WxH, e.g. 832x480 (default from preset).")] = None,
+    fps: Annotated[Optional[float], typer.Option("--fps", help="Frames per second of the written clip.")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps.")] = None,
+    guidance: Annotated[Optional[float], typer.Option("--guidance", help="Text CFG scale; 1.0 skips the "
+                        "unconditional pass entirely.")] = None,
+    shift: Annotated[Optional[float], typer.Option("--shift", help="Flow-matching timestep shift.")] = None,
+    solver: Annotated[Optional[str], typer.Option("--solver", help="unipc or euler (default from preset).")] = None,
+    negative: Annotated[Optional[str], typer.Option("--negative", help="Negative prompt (used when guidance > 1).")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="wan-alpha (alpha in the latent, two "
+                       "decoders) or alpha-tokens (TransPixar); default: the preset's.")] = None,
+    motion_guidance: Annotated[Optional[float], typer.Option("--motion-guidance", help="GenTron motion-free "
+                               "guidance scale λM (e.g. 1.0–1.3).")] = None,
+    prompts: Annotated[Optional[str], typer.Option("--prompts", help="Batch: file with one prompt per line or "
+                       "JSONL items; '-' reads stdin.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Batch: skip items already done per the manifest.")] = False,
+    manifest: Annotated[Optional[str], typer.Option("--manifest", help="Batch: manifest path "
+                        "(default: manifest.json beside the outputs).")] = None,
+    preview: Annotated[bool, typer.Option("--preview", help="Also write <out>.preview.mp4 (checkerboard) "
+                       "and <out>.sheet.png (contact sheet).")] = False,
+    premultiplied: PremultipliedOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    offload: OffloadOpt = False,
+    weights_dir: WeightsDirOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Generate an RGBA clip from text (straight alpha unless --premultiplied)."""
+    """Generate an RGBA clip from text (straight alpha unless --premultiplied).
+
+    Without --preset: the first real preset whose weights are all present, else the embedded tiny model.
+    """
+    from rgbacli.backends import BACKENDS
+    from rgbacli.batch.plan import default_output, generate_job, parse_size
     from rgbacli.engine import Engine
-    from rgbacli.pipelines.batch import parse_size
-    from rgbacli.presets import default_preset
+    from rgbacli.presets import default_preset, load_preset, with_backend
 
     if (prompt is None) == (prompts is None):
         raise UsageError("give a PROMPT or --prompts FILE (exactly one)")
@@ -68,17 +65,17 @@ def generate(
         width, height = parse_size(size)
     common = dict(frames=frames, width=width, height=height, fps=fps, steps=steps, guidance=guidance,
                   shift=shift, solver=solver, negative=negative, motion_guidance=motion_guidance)
-    from rgbacli.presets import load_preset, with_backend
-
+    if backend is not None:
+        BACKENDS.get(backend, "--backend")
     chosen = with_backend(load_preset(preset or default_preset(weights_dir)), backend)
     engine = Engine(chosen, device=device, dtype=dtype, offload=offload, weights_dir=weights_dir)
     if preset is None:
         info(f"rgba: using preset '{engine.preset.name}' (pass --preset to choose)")
-    opts = dict(preview=preview, premultiplied=premultiplied, force=force)
+    options = dict(preview=preview, premultiplied=premultiplied, force=force)
 
     if prompts is None:
-        out = output or _default_output(prompt)
-        summary = _generate_one(engine, prompt, seed, out, common, opts)
+        job = generate_job(0, 0, prompt, seed, output or default_output(prompt), common, engine.preset.sampling, options)
+        summary = _run_one(engine, job)
         summary["preset"] = engine.preset.name
         if as_json:
             print_json(summary)
@@ -86,115 +83,67 @@ def generate(
             info(f"wrote {summary['output']} ({summary['frames']} frames {summary['size']}, "
                  f"{summary['seconds']:.1f}s, preset {engine.preset.name})")
         return
-
-    code = _run_batch(engine, prompts, output, seed, common, opts, resume, manifest, as_json)
-    raise typer.Exit(code)
+    raise typer.Exit(_run_batch(engine, prompts, output, seed, common, options, resume, manifest, as_json))
 
 
-def _default_output(prompt: str) -> str:
-    """<slug>.mov in the current folder; -2, -3 … are appended rather than overwrite anything."""
-    from rgbacli.pipelines.batch import slugify
+def _run_one(engine, job) -> dict:
+    """One clip with a progress bar; a failure is the job's error, raised as it was."""
+    from rgbacli.batch.jobs import JOB_KINDS
 
-    base = slugify(prompt)
-    candidate, n = f"{base}.mov", 2
-    while Path(candidate).exists():
-        candidate, n = f"{base}-{n}.mov", n + 1
-    return candidate
-
-
-def _generate_one(engine, prompt: str, seed: int, out: str, common: dict, opts: dict) -> dict:
-    """Generate one clip and write it (+ previews) atomically; returns a summary dict."""
-    from rgbacli.media import Clip, write_clip, write_contact_sheet, write_preview_mp4
-    from rgbacli.pipelines.t2v import TextToRGBAPipeline, params_from_preset
-
-    from rgbacli.media.write import check_writable
-
-    check_writable(out, opts["force"])
-    extras = []
-    if opts["preview"]:
-        stem = Path(out).parent / re.sub(r"\.?%0?\d*d$", "", Path(out).with_suffix("").name)
-        extras = [f"{stem}.preview.mp4", f"{stem}.sheet.png"]
-        for extra in extras:
-            check_output(extra, opts["force"])
-    params = params_from_preset(engine, prompt, seed=seed, **common)
-    pipe = TextToRGBAPipeline(engine)
-    t0 = time.perf_counter()
     with progress() as bar:
-        task = bar.add_task(f"generate '{prompt[:30]}'", total=params.steps)
-        result = pipe(params, progress=lambda i, n: bar.update(task, completed=i))
-    clip = Clip(frames=result.frames.numpy(), fps=params.fps, had_alpha=True)
-    path = write_clip(clip, out, force=opts["force"], premultiplied=opts["premultiplied"])
-    if extras:
-        write_preview_mp4(clip, extras[0], force=opts["force"])
-        write_contact_sheet(clip, extras[1], force=opts["force"])
-    t, h, w, _ = result.frames.shape
-    alpha = result.frames[..., 3]
-    return {
-        "output": str(path), "previews": extras, "frames": t, "size": f"{w}x{h}", "fps": params.fps,
-        "seed": params.seed, "params": params.to_dict(), "seconds": round(time.perf_counter() - t0, 3),
-        "timings": {k: round(v, 3) for k, v in result.timings.items()}, "passes_per_step": result.passes_per_step,
-        "alpha_mean": round(float(alpha.mean()), 4), "alpha_coverage": round(float((alpha > 0.5).float().mean()), 4),
-        "alpha": "premultiplied" if opts["premultiplied"] else "straight",
-    }
+        task = bar.add_task(f"generate '{job.prompt[:30]}'", total=job.params["steps"])
+        return JOB_KINDS.get(job.kind, "rgba generate")(engine, job, lambda i, n: bar.update(task, completed=i))
 
 
-def _run_batch(engine, prompts_arg, pattern, seed, common, opts, resume, manifest_arg, as_json) -> int:
-    """Run every item of a prompt file; a failing item is recorded and the rest still run."""
-    from rgbacli.pipelines.batch import is_done, load_manifest, output_for, parse_prompt_lines
+def _read_prompts(source: str) -> str:
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text()
+    except OSError as e:
+        raise UsageError(f"cannot read prompt file {source}: {e.strerror}") from None
+
+
+def _run_batch(engine, prompts_arg, pattern, seed, common, options, resume, manifest_arg, as_json) -> int:
+    """Every item of a prompt file through the local executor; a failing item is recorded and the rest run."""
+    from rgbacli.batch.driver import run_batch
+    from rgbacli.batch.executor import LocalExecutor
+    from rgbacli.batch.plan import plan_generate
 
     if pattern is None:
         raise UsageError("--prompts needs -o with a pattern, e.g. -o 'out/{index:03d}-{slug}.mov'")
-    if prompts_arg == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(prompts_arg).read_text()
-        except OSError as e:
-            raise UsageError(f"cannot read prompt file {prompts_arg}: {e.strerror}") from None
-    items = parse_prompt_lines(text)
-    if not items:
+    jobs = plan_generate(_read_prompts(prompts_arg), pattern, seed, common, engine.preset.sampling, options)
+    if not jobs:
         raise UsageError(f"prompt file {prompts_arg} has no prompts")
     manifest_path = Path(manifest_arg) if manifest_arg else Path(pattern).parent / "manifest.json"
-    previous = load_manifest(manifest_path) if resume else {}
-    entries, failed = [], 0
-    for item in items:
-        entry = {"index": item.index, "line": item.line, "prompt": item.prompt}
-        if item.error:
-            entry.update(status="failed", error=item.error)
-        else:
-            item_seed = item.overrides.get("seed", seed + item.index)
-            merged = {**common, **{k: v for k, v in item.overrides.items() if k != "seed"}}
-            try:
-                out = output_for(pattern, item, item_seed)
-            except UsageError as e:
-                out, entry["error"], entry["status"] = None, str(e), "failed"
-            if out is not None:
-                from rgbacli.pipelines.t2v import params_from_preset
-
-                params = params_from_preset(engine, item.prompt, seed=item_seed, **merged).to_dict()
-                entry.update(output=out, seed=item_seed, params=params)
-                if resume and is_done(previous, out, params):
-                    entry["status"] = "ok"
-                    entry["skipped"] = True
-                    entries.append(entry)
-                    info(f"[{item.index}] skipped (done): {out}")
-                    continue
-                try:
-                    summary = _generate_one(engine, item.prompt, item_seed, out, merged, opts)
-                    entry.update(status="ok", seconds=summary["seconds"], timings=summary["timings"])
-                    info(f"[{item.index}] wrote {out}")
-                except RgbaError as e:
-                    entry.update(status="failed", error=str(e))
-        if entry["status"] == "failed":
-            failed += 1
-            warn(f"item {item.index} (line {item.line}) failed: {entry['error']}")
-        entries.append(entry)
-    doc = {"preset": engine.preset.name, "device": str(engine.device), "items": entries,
-           "ok": len(entries) - failed, "failed": failed}
-    with atomic_output(manifest_path, force=True) as tmp:
-        tmp.write_text(json.dumps(doc, indent=2, default=str))
+    header = {"preset": engine.preset.name, "device": str(engine.device)}
+    with progress() as bar:
+        doc = run_batch(LocalExecutor(engine), jobs, manifest_path, resume, header, _reporter(bar))
     if as_json:
         print_json({**doc, "manifest": str(manifest_path)})
     else:
-        info(f"{len(entries) - failed} ok, {failed} failed; manifest {manifest_path}")
-    return 1 if failed else 0
+        info(f"{doc['ok']} ok, {doc['failed']} failed; manifest {manifest_path}")
+    return 1 if doc["failed"] else 0
+
+
+def _reporter(bar):
+    """Batch events → a progress bar per item and one line per finished, skipped or failed item."""
+    tasks = {}
+
+    def on_event(event) -> None:
+        job = event.job
+        if event.kind == "started":
+            tasks[job.index] = bar.add_task(f"[{job.index}] '{job.prompt[:30]}'", total=job.params.get("steps"))
+        elif event.kind == "progress" and job.index in tasks:
+            bar.update(tasks[job.index], completed=event.step)
+        elif event.kind == "skipped":
+            info(f"[{job.index}] skipped (done): {job.output}")
+        elif event.kind == "finished":
+            if job.index in tasks:
+                bar.remove_task(tasks.pop(job.index))
+            if event.entry["status"] == "ok":
+                info(f"[{job.index}] wrote {job.output}")
+            else:
+                warn(f"item {job.index} (line {job.line}) failed: {event.entry['error']}")
+
+    return on_event

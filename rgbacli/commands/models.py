@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from rgbacli.cli import app
+from rgbacli.commands._options import JsonOpt, WeightsDirOpt
 from rgbacli.console import err, print_json
 from rgbacli.presets import load_preset, resolve_files, shipped_presets
 
 
-@app.command("models")
 def models(
-    preset: Optional[list[str]] = typer.Argument(None, help="Preset names or TOML paths (default: all shipped)."),
-    weights_dir: Optional[str] = typer.Option(None, "--weights-dir", help="Folder searched first for weight files."),
-    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+    preset: Annotated[Optional[list[str]], typer.Argument(help="Preset names or TOML paths (default: all shipped).")] = None,
+    weights_dir: WeightsDirOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """List presets and, for each, which weight files are present or missing (searched offline)."""
     names = preset or sorted(shipped_presets())

@@ -4,28 +4,31 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
-from rgbacli.cli import app
+from rgbacli.commands._options import JsonOpt
 from rgbacli.console import err, info, print_json
 
+# `rgba train STAGE`: a group of its own, registered in rgbacli/cli.py.
 train_app = typer.Typer(help="Train the tiny model, stage by stage (see docs/training.md).", no_args_is_help=True)
-app.add_typer(train_app, name="train")
 
-_OUT = typer.Option(Path("runs/tiny"), "--out", help="Run folder for checkpoints and stage outputs.")
-_MIN = typer.Option(None, "--minutes", help="Wall-clock budget of the stage.")
-_RESUME = typer.Option(False, "--resume", help="Continue from the stage's last checkpoint.")
-_FORCE = typer.Option(False, "--force", help="Train the stage again from the start where it already ran.")
-_JSON = typer.Option(False, "--json", help="Print a machine-readable summary on stdout.")
-_THREADS = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest on a busy machine: "
-                        "OpenMP threads that share cores with other work stall each other).")
-_FOLDER = typer.Option(None, "--data", help="Folder of RGBA clips with .txt captions (default: procedural).")
-_CLIPS = typer.Option(1600, "--clips", help="Clips encoded once into the latent cache for DiT stages "
-                      "(with --data: each clip of the folder once, at most this many).")
-_VGG = typer.Option(None, "--vgg", help="Local torchvision VGG16 weights for the paper's perceptual loss "
-                    "(default: the frozen VAE encoder's first block).")
+# The stages' own options, declared once (Annotated aliases, defaults in the signatures).
+OutOpt = Annotated[Path, typer.Option("--out", help="Run folder for checkpoints and stage outputs.")]
+MinutesOpt = Annotated[Optional[float], typer.Option("--minutes", help="Wall-clock budget of the stage.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the stage's last checkpoint.")]
+RetrainOpt = Annotated[bool, typer.Option("--force", help="Train the stage again from the start where it already ran.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (1 is fastest on a busy "
+                       "machine: OpenMP threads that share cores with other work stall each other).")]
+DataOpt = Annotated[Optional[str], typer.Option("--data", help="Folder of RGBA clips with .txt captions "
+                    "(default: procedural).")]
+ClipsOpt = Annotated[int, typer.Option("--clips", help="Clips encoded once into the latent cache for DiT stages "
+                     "(with --data: each clip of the folder once, at most this many).")]
+VggOpt = Annotated[Optional[str], typer.Option("--vgg", help="Local torchvision VGG16 weights for the paper's "
+                   "perceptual loss (default: the frozen VAE encoder's first block).")]
+RUN = Path("runs/tiny")
+CLIPS = 1600
 
 
 def _check(out: Path, minutes: float | None, threads: int | None, clips: int | None, data: str | None) -> None:
@@ -96,8 +99,8 @@ def _stage(stage: str, fn, *, out: Path, minutes: float | None, default_minutes:
 
 
 @train_app.command("base-vae")
-def base_vae(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
-             data: Optional[str] = _FOLDER, as_json: bool = _JSON, threads: Optional[int] = _THREADS) -> None:
+def base_vae(out: OutOpt = RUN, minutes: MinutesOpt = None, resume: ResumeOpt = False, force: RetrainOpt = False,
+             data: DataOpt = None, as_json: JsonOpt = False, threads: ThreadsOpt = None) -> None:
     """Stage 1: the base video VAE on RGB renders."""
     from rgbacli.train.recipe import stage_base_vae
 
@@ -108,9 +111,8 @@ def base_vae(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _
 def _vae_command(stage: str, recipe_fn: str, default_minutes: float, doc: str) -> None:
     """Register `rgba train STAGE` for a stage that trains the RGBA VAE on clips (3, 3b, 3c)."""
 
-    def command(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
-                data: Optional[str] = _FOLDER, vgg: Optional[str] = _VGG, as_json: bool = _JSON,
-                threads: Optional[int] = _THREADS) -> None:
+    def command(out: OutOpt = RUN, minutes: MinutesOpt = None, resume: ResumeOpt = False, force: RetrainOpt = False,
+                data: DataOpt = None, vgg: VggOpt = None, as_json: JsonOpt = False, threads: ThreadsOpt = None) -> None:
         from rgbacli.train import recipe
 
         _stage(stage, getattr(recipe, recipe_fn), out=out, minutes=minutes, default_minutes=default_minutes,
@@ -123,9 +125,9 @@ def _vae_command(stage: str, recipe_fn: str, default_minutes: float, doc: str) -
 def _dit_command(stage: str, recipe_fn: str, default_minutes: float, doc: str) -> None:
     """Register `rgba train STAGE` for a stage that trains the DiT on a latent cache (2, 4, 4b)."""
 
-    def command(out: Path = _OUT, minutes: Optional[float] = _MIN, resume: bool = _RESUME, force: bool = _FORCE,
-                clips: int = _CLIPS, data: Optional[str] = _FOLDER, as_json: bool = _JSON,
-                threads: Optional[int] = _THREADS) -> None:
+    def command(out: OutOpt = RUN, minutes: MinutesOpt = None, resume: ResumeOpt = False, force: RetrainOpt = False,
+                clips: ClipsOpt = CLIPS, data: DataOpt = None, as_json: JsonOpt = False,
+                threads: ThreadsOpt = None) -> None:
         from rgbacli.train import recipe
 
         _stage(stage, getattr(recipe, recipe_fn), out=out, minutes=minutes, default_minutes=default_minutes,
@@ -150,9 +152,10 @@ _dit_command("alpha-tokens", "stage_alpha_tokens", 18,
 
 
 @train_app.command("latents")
-def latents(stage: str = typer.Argument(..., help="The DiT stage whose cache to build: base-dit, dora or alpha-tokens."),
-            out: Path = _OUT, clips: int = _CLIPS, data: Optional[str] = _FOLDER, as_json: bool = _JSON,
-            threads: Optional[int] = _THREADS) -> None:
+def latents(stage: Annotated[str, typer.Argument(help="The DiT stage whose cache to build: base-dit, dora or "
+                                                 "alpha-tokens.")],
+            out: OutOpt = RUN, clips: ClipsOpt = CLIPS, data: DataOpt = None, as_json: JsonOpt = False,
+            threads: ThreadsOpt = None) -> None:
     """Encode a DiT stage's latent cache ahead of it (e.g. while another stage still trains)."""
     from rgbacli.errors import UsageError
     from rgbacli.train.recipe import LATENT_CACHES
@@ -169,10 +172,11 @@ def latents(stage: str = typer.Argument(..., help="The DiT stage whose cache to 
 
 
 @train_app.command("export")
-def export(out: Path = _OUT, to: Optional[Path] = typer.Option(None, "--to", help="Destination folder "
-           "(default: the package's tiny weights)."),
-           force: bool = typer.Option(False, "--force", help="Replace weight files that differ."),
-           as_json: bool = _JSON) -> None:
+def export(out: OutOpt = RUN,
+           to: Annotated[Optional[Path], typer.Option("--to", help="Destination folder (default: the package's "
+                         "tiny weights).")] = None,
+           force: Annotated[bool, typer.Option("--force", help="Replace weight files that differ.")] = False,
+           as_json: JsonOpt = False) -> None:
     """Copy the trained files into the package so the `tiny` preset uses them."""
     from rgbacli.presets import PACKAGE_WEIGHTS
     from rgbacli.train.recipe import export as do_export

@@ -16,11 +16,16 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
+from rgbacli import console
 from rgbacli.errors import MediaError, UsageError
 from rgbacli.media.blend import over, place  # noqa: F401  (re-exported)
 from rgbacli.media.clip import Clip, premultiply, to_uint8, unpremultiply
+from rgbacli.media.color import looks_like_color, parse_color
+from rgbacli.media.read import open_frames
 from rgbacli.media.threads import BackgroundWriter, prefetch
 from rgbacli.media.timeline import FITS, Fit, Track, plan_caching
+from rgbacli.media.write import check_writable, open_writer
+
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize (T, H, W, 4) uint8 straight-alpha frames to `size` (w, h) with Lanczos.
@@ -178,11 +183,6 @@ def run_composite(fg_paths: list[str], bg: str, out: str, *, positions: list[tup
     job streams (only frames that may loop are kept). `premultiplied` means the input files
     store associated alpha and the output should too.
     """
-    from rgbacli import console
-    from rgbacli.media.color import looks_like_color, parse_color
-    from rgbacli.media.read import open_frames
-    from rgbacli.media.write import check_writable, open_writer
-
     t0 = time.perf_counter()
     if not fg_paths:
         raise UsageError("give at least one foreground clip")

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from rgbacli.errors import RgbaError, UsageError
+from rgbacli.media import to_float
+
 
 LATENTS_FORMAT = "rgbacli.latents/1"
 
@@ -29,9 +31,7 @@ def pad_frames(frames: np.ndarray, multiple: int = 4) -> np.ndarray:
 
 def encode_clip(engine, clip, progress=None) -> tuple[torch.Tensor, dict]:
     """Clip → (normalised latents (1, z, t, h, w), metadata) with the engine's RGBA VAE."""
-    from rgbacli.media import to_float
-
-    vae = engine.vae
+    vae = engine.component("vae")
     if getattr(vae, "encoder_ready", True) is False:
         raise RgbaError(f"preset '{engine.preset.name}' has decoder weights only; encoding needs the full "
                         "RGBA VAE (merge block), e.g. Wan-Alpha-VAE.bin")
@@ -82,7 +82,7 @@ def load_latents(path: str | Path) -> tuple[torch.Tensor, dict]:
 
 def check_latents(engine, z: torch.Tensor, meta: dict) -> None:
     """The latents must come from this preset and have the geometry its metadata claims."""
-    vae = engine.vae
+    vae = engine.component("vae")
     if meta.get("preset") != engine.preset.name:
         raise UsageError(f"these latents were made with preset '{meta.get('preset')}', not "
                          f"'{engine.preset.name}' (pass --preset {meta.get('preset')})")
@@ -96,7 +96,7 @@ def check_latents(engine, z: torch.Tensor, meta: dict) -> None:
 
 def decode_latents(engine, z: torch.Tensor, meta: dict, progress=None) -> np.ndarray:
     """Latents → straight RGBA float frames (T, H, W, 4), trimmed to the true frame count."""
-    vae = engine.vae
+    vae = engine.component("vae")
     chunks = []
     with torch.no_grad(), engine.on_device(vae):
         for i, frame in enumerate(vae.iter_decode(z.to(engine.device))):

@@ -1,48 +1,31 @@
-"""Text → RGBA video: text encoder → DiT flow-matching sampler with guidance → RGBA VAE decode.
+"""Text → RGBA video, as named steps: encode_prompt → prepare_latents → denoise → decode.
 
-Two backends share this loop. Wan-Alpha: the DiT denoises one latent whose channels already
-carry alpha, and the RGBA VAE decodes it with its RGB and alpha decoders. Alpha tokens
-(TransPixar): the latent has twice the frames (RGB half, alpha half) and the plain VAE decodes
-both halves. Guidance (text CFG, GenTron motion-free guidance) is planned once per run so that
-no pass runs twice and guidance 1.0 runs a single conditional pass per step.
+The engine's backend (rgbacli/backends.py) shapes the noise, calls the DiT and decodes, so the
+loop below is the same for Wan-Alpha and alpha tokens. Guidance (text CFG, GenTron motion-free
+guidance) is planned once per run (rgbacli/pipelines/guidance.py) so that no pass runs twice and
+guidance 1.0 runs a single conditional pass per step. Several clips of the same geometry sample
+as one batch (`generate_batch`); a per-step callback can read or replace the latents.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
 from rgbacli.engine import Engine
 from rgbacli.errors import UsageError
-from contextlib import nullcontext
-
+from rgbacli.models.attention import context_of
 from rgbacli.models.motion_free import enable_motion_free
 from rgbacli.pipelines.guidance import GuidancePlan
+from rgbacli.pipelines.params import GenerateParams, params_from_sampling
 from rgbacli.pipelines.schedulers import make_scheduler
 
-
-@dataclass
-class GenerateParams:
-    """Everything that determines one clip; same params + seed + device → same frames."""
-
-    prompt: str
-    negative: str = ""
-    seed: int = 0
-    frames: int = 17
-    width: int = 64
-    height: int = 64
-    fps: float = 8.0
-    steps: int = 20
-    guidance: float = 1.0
-    shift: float = 5.0
-    solver: str = "unipc"
-    motion_guidance: float | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+# callback_on_step_end(pipeline, step, timestep, values) -> dict of replacements (e.g. {"latents": …})
+StepCallback = Callable[["TextToRGBAPipeline", int, torch.Tensor, dict], dict]
 
 
 @dataclass
@@ -56,115 +39,124 @@ class GenerateResult:
 
 
 def params_from_preset(engine: Engine, prompt: str, **overrides) -> GenerateParams:
-    """Fill unset (None) parameters from the preset's sampling defaults."""
-    base = GenerateParams(prompt=prompt)
-    values = {k: v for k, v in engine.preset.sampling.items() if hasattr(base, k)}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    values["prompt"] = prompt
-    return GenerateParams(**{**asdict(base), **values})
+    """Fill unset (None) parameters from the engine's preset sampling defaults."""
+    return params_from_sampling(engine.preset.sampling, prompt, **overrides)
 
 
 class TextToRGBAPipeline:
-    """Samples RGBA clips from a prompt with the engine's text encoder, DiT and RGBA VAE."""
+    """Samples RGBA clips from prompts with the engine's text encoder, DiT and VAE."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
 
     # ------------------------------------------------------------------ geometry
     def latent_shape(self, p: GenerateParams) -> tuple[int, int, int, int]:
-        """(channels, latent frames, latent height, latent width) for the requested clip."""
-        vae = self.engine.vae
-        tf, sf = vae.temporal_factor, vae.spatial_factor
-        patch = self._patch()
+        """(channels, latent frames, latent height, latent width) of one clip's noise."""
+        backend = self.engine.backend  # loads the VAE and the DiT (once per engine)
+        tf, sf = backend.temporal_factor, backend.spatial_factor
         if p.frames < 1:
             raise UsageError("--frames must be at least 1")
-        mult = sf * patch
+        mult = sf * backend.patch_size
         if p.width % mult or p.height % mult or p.width < mult or p.height < mult:
             raise UsageError(f"--size {p.width}x{p.height}: width and height must be positive multiples of {mult} "
                              f"for preset '{self.engine.preset.name}'")
         t = 1 + math.ceil((p.frames - 1) / tf)  # decode ≥ frames, then trim
-        return vae.latent_channels, t, p.height // sf, p.width // sf
+        return backend.latent_channels, t, p.height // sf, p.width // sf
 
-    def _patch(self) -> int:
-        cfg = self.engine.transformer.config
-        ps = cfg.get("patch_size", 2)
-        return int(ps[-1] if isinstance(ps, (tuple, list)) else ps)
-
-    # ------------------------------------------------------------------ sampling
-    @torch.no_grad()
-    def __call__(self, p: GenerateParams, progress=None, decode: str = "rgba") -> GenerateResult:
-        """Run the whole generate; `progress(step, total)` is called after each step."""
+    # ------------------------------------------------------------------ steps
+    def encode_prompt(self, prompts: list[str], negatives: list[str], plan: GuidancePlan):
+        """(text (B, L, D), unconditional text (B, L, D) or None when the plan needs none)."""
         eng = self.engine
-        timings = {}
-        t0 = time.perf_counter()
-        c, t, h, w = self.latent_shape(p)  # also loads the VAE and the DiT (once per engine)
-        eng.text_encoder  # noqa: B018 - load before timing the encode
-        timings["load_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        plan = GuidancePlan.build(p.guidance, p.motion_guidance)
-        alpha_tokens = eng.preset.backend == "alpha-tokens"
+        with eng.on_device(eng.component("text_encoder")) as te:
+            text = te.encode(prompts)[0].to(eng.device, eng.dtype)
+            uncond = te.encode(negatives)[0].to(eng.device, eng.dtype) if plan.needs_uncond_text else None
+        return text, uncond
 
-        with eng.on_device(eng.text_encoder) as te:
-            cond = te.encode([p.prompt])[0].to(eng.device, eng.dtype)
-            uncond = te.encode([p.negative])[0].to(eng.device, eng.dtype) if plan.needs_uncond_text else None
-        timings["text_s"] = time.perf_counter() - t0
+    def prepare_latents(self, p: GenerateParams, seeds: list[int]) -> torch.Tensor:
+        """Noise per clip from a CPU generator seeded by its seed (device-independent), shaped by the backend."""
+        shape = (1, *self.latent_shape(p))
+        noise = torch.cat([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(s)), dtype=torch.float32)
+                           for s in seeds])
+        return self.engine.backend.prepare_latents(noise.to(self.engine.device))
 
-        gen = torch.Generator("cpu").manual_seed(int(p.seed))
-        latents = torch.randn((1, c, t, h, w), generator=gen, dtype=torch.float32).to(eng.device)
-        if alpha_tokens:
-            latents = torch.cat([latents, latents], dim=2)  # alpha half starts from the same noise
-
+    @torch.no_grad()
+    def denoise(self, latents: torch.Tensor, text: torch.Tensor, uncond: torch.Tensor | None, p: GenerateParams,
+                plan: GuidancePlan, cond: dict[str, torch.Tensor] | None = None,
+                callback_on_step_end: StepCallback | None = None, progress=None) -> torch.Tensor:
+        """The flow-matching loop: one batched DiT forward per step (all guidance passes), `cond` (extra
+        conditioning, batch first) replicated for every pass and visible to attention behaviours as
+        `context.values["cond"]`; after each step `callback_on_step_end` may replace the latents."""
+        eng, backend = self.engine, self.engine.backend
         scheduler = make_scheduler(p.solver, p.shift)
         scheduler.set_timesteps(p.steps, device=eng.device)
         latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
-        rope = None
-        if eng.preset.family == "cogvideox":
-            from rgbacli.pipelines.cogvideox import rotary_embeddings
-
-            rope = rotary_embeddings(eng.transformer, eng.vae.spatial_factor, p.height, p.width, t, eng.device)
-        t1 = time.perf_counter()
-        with eng.on_device(eng.transformer) as model:
-            ctl = enable_motion_free(model) if plan.uses_motion_off else None
+        with eng.on_device(backend.transformer) as model:
+            context = context_of(model)
+            motion_free = enable_motion_free(model) if plan.uses_motion_off else None
             try:
                 for i, timestep in enumerate(scheduler.timesteps):
-                    batch = plan.expand(latents.to(eng.dtype), cond, uncond)
-                    x, ctx, off = batch.latents, batch.text, batch.motion_off
-                    with ctl.motion_off(off) if ctl else nullcontext():
-                        out = denoise(model, x, timestep.expand(len(x)).to(eng.device), ctx, rope)
+                    batch = plan.expand(latents.to(eng.dtype), text, uncond, cond)
+                    with context.use(motion_off=batch.motion_off, step=i, cond=batch.cond):
+                        out = backend.predict(batch.latents, timestep.expand(len(batch.latents)).to(eng.device),
+                                              batch.text)
                     pred = plan.combine(out.float())
                     latents = scheduler.step(pred, timestep, latents, return_dict=False)[0]
+                    if callback_on_step_end is not None:
+                        latents = callback_on_step_end(self, i, timestep, {"latents": latents, "prediction": pred}
+                                                       ).get("latents", latents)
                     if progress is not None:
                         progress(i + 1, len(scheduler.timesteps))
             finally:
-                if ctl is not None:
-                    ctl.remove()
+                if motion_free is not None:
+                    motion_free.remove()
+        return latents
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, p: GenerateParams, rgba: bool = True) -> torch.Tensor:
+        """Latents → (B, T, H, W, 4) straight RGBA float32 in [0, 1], trimmed to `p.frames`
+        (RGB-only decode for benchmarks: alpha set opaque)."""
+        eng = self.engine
+        with eng.on_device(eng.backend.vae):
+            video = eng.backend.decode(latents, rgba)  # float32 in; each VAE casts to its own dtype
+        video = video[:, :, : p.frames].float().clamp(0, 1)  # (B, C, T, H, W)
+        if video.shape[1] == 3:
+            video = torch.cat([video, torch.ones_like(video[:, :1])], dim=1)
+        return video.permute(0, 2, 3, 4, 1).cpu().contiguous()
+
+    # ------------------------------------------------------------------ whole runs
+    def __call__(self, p: GenerateParams, progress=None, decode: str = "rgba", cond: dict | None = None,
+                 callback_on_step_end: StepCallback | None = None) -> GenerateResult:
+        """Generate one clip; `progress(step, total)` is called after each step."""
+        return self.generate_batch([p], progress, decode, cond, callback_on_step_end)[0]
+
+    def generate_batch(self, params: list[GenerateParams], progress=None, decode: str = "rgba",
+                       cond: dict | None = None, callback_on_step_end: StepCallback | None = None
+                       ) -> list[GenerateResult]:
+        """Generate clips that share their sampling settings (see `GenerateParams.sampling_key`) as one
+        batch; each keeps its own prompt, negative prompt and seed."""
+        if not params:
+            return []
+        p = params[0]
+        if any(q.sampling_key() != p.sampling_key() for q in params[1:]):
+            raise UsageError("clips sampled as one batch must share frames, size, steps, guidance, shift and solver")
+        eng = self.engine
+        timings = {}
+        t0 = time.perf_counter()
+        self.latent_shape(p)  # validates and loads the VAE and the DiT (once per engine)
+        eng.component("text_encoder")
+        timings["load_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        plan = GuidancePlan.build(p.guidance, p.motion_guidance)
+        text, uncond = self.encode_prompt([q.prompt for q in params], [q.negative for q in params], plan)
+        timings["text_s"] = time.perf_counter() - t0
+
+        latents = self.prepare_latents(p, [q.seed for q in params])
+        t1 = time.perf_counter()
+        latents = self.denoise(latents, text, uncond, p, plan, cond, callback_on_step_end, progress)
         timings["denoise_s"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        with eng.on_device(eng.vae) as vae:
-            z = latents  # float32; each VAE casts to its own dtype
-            if alpha_tokens:
-                rgb_z, alpha_z = z[:, :, :t], z[:, :, t:]
-                rgb = vae.decode_rgb(rgb_z)
-                alpha = vae.decode_rgb(alpha_z).mean(dim=1, keepdim=True) if decode == "rgba" else None
-                video = torch.cat([rgb, alpha], dim=1) if alpha is not None else rgb
-            elif decode == "rgba":
-                video = vae.decode(z)
-            else:
-                video = vae.decode_rgb_only(z)
+        frames = self.decode(latents, p, rgba=decode == "rgba")
         timings["decode_s"] = time.perf_counter() - t2
         timings["total_s"] = sum(timings.values())
-
-        video = video[0, :, : p.frames].float().clamp(0, 1)  # (C, T, H, W)
-        if video.shape[0] == 3:  # RGB-only decode (benchmarks): opaque alpha
-            video = torch.cat([video, torch.ones_like(video[:1])], dim=0)
-        return GenerateResult(video.permute(1, 2, 3, 0).cpu().contiguous(), p, timings, plan.num_passes)
-
-
-def denoise(model, x: torch.Tensor, timestep: torch.Tensor, ctx: torch.Tensor, rope=None) -> torch.Tensor:
-    """One DiT forward: diffusers models return a tuple, the alpha-token wrapper a tensor."""
-    if hasattr(model, "alpha_lora"):
-        out = model(x, timestep, ctx, image_rotary_emb=rope) if rope is not None else model(x, timestep, ctx)
-    else:
-        out = model(hidden_states=x, timestep=timestep, encoder_hidden_states=ctx, return_dict=False)
-    return out[0] if isinstance(out, tuple) else out
+        return [GenerateResult(frames[i], q, dict(timings), plan.num_passes) for i, q in enumerate(params)]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rgbacli.data import FolderDataset, ProceduralDataset
+
 
 class ClipSource:
     """Draws batches (B, 4, T, H, W) float RGBA + captions from procedural data or a FolderDataset."""
 
     def __init__(self, size: int, frames: int, folder: str | None = None, seed: int = 0):
-        from rgbacli.data import FolderDataset, ProceduralDataset
-
         self.frames = frames
         if folder:
             self.ds = FolderDataset(folder, size=size, frames=frames)

@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from rgbacli.backends import Backend
+from rgbacli.data.captions import leave_out
 from rgbacli.models.motion_free import enable_motion_free
-from rgbacli.pipelines.t2v import denoise
 from rgbacli.train.base_vae import object_weights
 from rgbacli.train.flow import noisy_input, sample_timesteps
 from rgbacli.train.latents import LatentSet
@@ -44,16 +45,16 @@ ATTRIBUTES = ("colour", "material", "motion")
 
 def shorten(caption: str, gen: torch.Generator) -> str:
     """Leave out one of the 7 non-empty subsets of the caption's attributes, drawn uniformly."""
-    from rgbacli.data.captions import leave_out
-
     bits = int(torch.randint(1, 2 ** len(ATTRIBUTES), (1,), generator=gen))
     return leave_out(caption, [a for i, a in enumerate(ATTRIBUTES) if bits >> i & 1])
 
 
-def train_dit(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data: LatentSet,
+def train_dit(backend: Backend, text_encoder: torch.nn.Module, data: LatentSet,
               params: dict[str, torch.nn.Parameter], cfg: DiTTrainConfig, ckpt: Path,
               resume: bool = False, log=None) -> dict:
-    """Optimise `params` (the trainable subset) by rectified flow; checkpoints to `ckpt`."""
+    """Optimise `params` (the trainable subset of `backend.transformer`) by rectified flow, calling the
+    DiT as the sampler does (`backend.predict`); checkpoints to `ckpt`."""
+    transformer = backend.transformer
     weighted = cfg.object_weight > 0
     if weighted and data.masks is None:
         raise ValueError("object_weight needs latents encoded with object masks (re-encode the cache)")
@@ -84,7 +85,7 @@ def train_dit(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data:
         x_t, target = noisy_input(z, torch.randn(z.shape, generator=gen), t)
         text = text_encoder.encode(captions, warn=False)[0]
         with ctl.motion_off(still):
-            pred = denoise(transformer, x_t, t * 1000, text)
+            pred = backend.predict(x_t, t * 1000, text)
         if weighted:
             return (object_weights(mask, cfg.object_weight) * (pred.float() - target) ** 2).mean()
         return F.mse_loss(pred.float(), target)
@@ -98,7 +99,7 @@ def train_dit(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data:
 
 
 @torch.no_grad()
-def eval_loss(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data: LatentSet, n: int = 32,
+def eval_loss(backend: Backend, text_encoder: torch.nn.Module, data: LatentSet, n: int = 32,
               seed: int = 1234, t_shift: float = 3.0, object_weight: float = 0.0) -> float:
     """Rectified-flow loss on the first n clips with fixed noise and timesteps (comparable across runs);
     with `object_weight`, the object-weighted loss that stage trains on."""
@@ -106,10 +107,11 @@ def eval_loss(transformer: torch.nn.Module, text_encoder: torch.nn.Module, data:
     z = data.latents[:n]
     t = sample_timesteps(z.shape[0], gen, t_shift)
     x_t, target = noisy_input(z, torch.randn(z.shape, generator=gen), t)
+    transformer = backend.transformer
     was_training = transformer.training
     transformer.eval()
     text = text_encoder.encode(data.captions[:n], warn=False)[0]
-    pred = denoise(transformer, x_t, t * 1000, text)
+    pred = backend.predict(x_t, t * 1000, text)
     transformer.train(was_training)
     if object_weight:
         return (object_weights(data.masks[:n], object_weight) * (pred.float() - target) ** 2).mean().item()

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from rgbacli.data import HELDOUT_SEED_BASE, make_clip, ProceduralDataset
+from rgbacli.errors import RgbaError
 from rgbacli.weights.io import save_safetensors
 
 
@@ -60,8 +62,6 @@ class LatentSet:
     def load(cls, path: Path) -> "LatentSet":
         from safetensors import safe_open
 
-        from rgbacli.errors import RgbaError
-
         try:
             t = load_file(str(path))
             with safe_open(str(path), framework="pt") as f:
@@ -76,8 +76,6 @@ class LatentSet:
 @torch.no_grad()
 def probe_latent(encode, size: int, frames: int) -> torch.Tensor:
     """The encoder's latent of one fixed held-out procedural clip: a cheap fingerprint of the encoder."""
-    from rgbacli.data import HELDOUT_SEED_BASE, make_clip
-
     clip = make_clip(HELDOUT_SEED_BASE, size=size, frames=frames)
     return encode(clip.video_tensor()[None].float()).float()
 
@@ -86,8 +84,6 @@ def probe_latent(encode, size: int, frames: int) -> torch.Tensor:
 def encode_procedural(encode, n: int, *, seed0: int, size: int, frames: int, still_fraction: float = 0.15,
                       batch: int = 16, progress=None, split: str = "train", mask_copies: int = 1) -> LatentSet:
     """Draw n procedural clips (train split) and encode them (:func:`encode_clips`)."""
-    from rgbacli.data import ProceduralDataset
-
     ds = ProceduralDataset(split=split, size=size, frames=frames, base=seed0)
     data = encode_clips(encode, ds, n, seed=seed0, frames=frames, still_fraction=still_fraction, batch=batch,
                         progress=progress, mask_copies=mask_copies)

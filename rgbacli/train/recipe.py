@@ -17,30 +17,41 @@ from pathlib import Path
 
 import torch
 
-from rgbacli.errors import RgbaError
+from rgbacli.backends import AlphaTokenBackend, WanAlphaBackend
+from rgbacli.console import info, warn
+from rgbacli.data import FolderDataset
+from rgbacli.errors import OutputExistsError, RgbaError
+from rgbacli.evaluation import vae_reconstruction
+from rgbacli.fsutil import atomic_output
+from rgbacli.models.alpha_tokens import AlphaTokenTransformer, save_alpha_token_weights
+from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
 from rgbacli.models.latent_norm import LatentNorm
+from rgbacli.models.position_embedding import attach_position_embedding
+from rgbacli.models.rgba_vae import RGBAVAE, soft_render
+from rgbacli.models.text_encoder import TinyTextEncoder, vocab_for
+from rgbacli.models.text_mask import enable_text_mask
 from rgbacli.train import tiny_config as tc
+from rgbacli.train.base_vae import (BaseVAEConfig, latent_stats, new_base_vae, object_psnr, train_base_vae, uniform_colour_error)
+from rgbacli.train.clips import ClipSource
+from rgbacli.train.dit import DiTTrainConfig, eval_loss, train_dit
+from rgbacli.train.latents import encode_clips, encode_procedural, LatentSet, probe_latent
+from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
+from rgbacli.train.vae_losses import PerceptualLoss
 from rgbacli.weights.io import save_safetensors
 from rgbacli.weights.own import load_model, save_model
 
-# Share of DiT training captions with some attributes left out (stages 4 and 4b). Every generated caption
-# names a colour, but people type "a bubble". In stage 2 they shifted hues to the neighbouring colour
-# (run 7: colour 49% against 74% for run 8 without them), so stage 2 trains on full captions.
+
+# Share of DiT training captions with some attributes left out, in stages 4 and 4b (people type "a
+# bubble"); stage 2 trains on full captions. Why and what was measured: docs/training.md.
 P_SHORT = 0.2
 
-# The DiT stages weigh the flow loss on latent cells that show an object 1 + 10 times (train/dit.py).
-# With plain MSE the model drew glass objects at a tenth of their true alpha > 0.5 area even without
-# guidance (0.27% of the frame against 2.65%). Run 8 (both stages weighted): colour 74%, motion 100%,
-# "a glass jellyfish" usable on 7 / 8 seeds (docs/quality.md, docs/training.md).
+# The DiT stages weigh the flow loss on latent cells that show an object 1 + this (train/dit.py):
+# objects cover a few % of the frame. Measured: docs/training.md ("object weight").
 OBJECT_WEIGHT = 10.0
 
 
 def _dit_config(minutes: float, p_short: float = P_SHORT, object_weight: float = OBJECT_WEIGHT):
-    """Every DiT stage of the recipe: time-bound, lr 1e-3 with the cosine, object-weighted loss.
-    For stage 2, lr 1e-3 replaced 3e-4: after 1,100 steps the training loss was 0.51, where run 3
-    had 0.59 at that step."""
-    from rgbacli.train.dit import DiTTrainConfig
-
+    """Every DiT stage of the recipe: time-bound, lr 1e-3 with the cosine, object-weighted loss."""
     return DiTTrainConfig(minutes=minutes, steps=100_000, lr=1e-3, p_short=p_short, object_weight=object_weight)
 
 SHIPPED = ("text_encoder.safetensors", "transformer.safetensors", "dora.safetensors", "vae.safetensors",
@@ -62,8 +73,6 @@ MADE_BY = {name: stage for stage, (_, outs) in STAGE_FILES.items() for name in o
 def check_stage(run: Path, stage: str, resume: bool, force: bool) -> None:
     """Before a stage starts: `--resume` needs its checkpoint; without `--resume` or `--force` a run
     folder where the stage already ran (its checkpoint or outputs exist) is refused, not clobbered."""
-    from rgbacli.errors import OutputExistsError
-
     ckpt, outputs = STAGE_FILES[stage]
     if resume:
         if not (run / ckpt).exists():
@@ -92,9 +101,6 @@ def load_base_vae(path: Path):
 def new_transformer():
     from diffusers import WanTransformer3DModel
 
-    from rgbacli.models.position_embedding import attach_position_embedding
-    from rgbacli.models.text_mask import enable_text_mask
-
     dit = WanTransformer3DModel(**tc.TINY_DIT)
     attach_position_embedding(dit, **tc.TINY_POS, init_std=tc.TINY_POS_INIT_STD)
     if tc.TEXT_MASK:
@@ -109,9 +115,6 @@ def _cached(path: Path, make_encoder, clips: int, seed0: int, what: str, log, ma
     its stage (e.g. while another stage still trains). A cache is encoded again when its clips came
     from elsewhere (procedural vs `--data`) or its encoder has changed since (the latent of a fixed
     probe clip differs), so a stage never trains on latents of another VAE."""
-    from rgbacli.console import info, warn
-    from rgbacli.train.latents import LatentSet, encode_clips, encode_procedural, probe_latent
-
     source = f"folder:{Path(folder).resolve()}" if folder else "procedural"
     encode = None
     if path.exists():
@@ -132,8 +135,6 @@ def _cached(path: Path, make_encoder, clips: int, seed0: int, what: str, log, ma
     encode = encode or make_encoder()
     progress = lambda i, n: log(i, n, None, f"encode {what} latents")  # noqa: E731
     if folder:
-        from rgbacli.data import FolderDataset
-
         ds = FolderDataset(folder, size=tc.TINY_SIZE, frames=tc.TINY_FRAMES, fps=tc.TINY_FPS, seed=seed0)
         data = encode_clips(encode, ds, min(clips, len(ds)), seed=seed0, frames=tc.TINY_FRAMES, progress=progress,
                             mask_copies=mask_copies)
@@ -155,8 +156,6 @@ def rgb_latents(run: Path, clips: int, log, folder: str | None = None):
 
 def rgba_latents(run: Path, clips: int, log, folder: str | None = None):
     """Stage 4's data: RGBA clips through the RGBA VAE (stage 3)."""
-    from rgbacli.models.rgba_vae import RGBAVAE
-
     def make():
         vae = RGBAVAE.load(_need(run, "vae.safetensors")).eval()
         return lambda x: vae.encode(x)
@@ -167,8 +166,6 @@ def rgba_latents(run: Path, clips: int, log, folder: str | None = None):
 def alpha_token_latents(run: Path, clips: int, log, folder: str | None = None):
     """Stage 4b's data: the same clip twice through the plain base VAE, its RGB over black, then
     its alpha as grey, concatenated in time."""
-    from rgbacli.models.rgba_vae import soft_render
-
     def make():
         vae = load_base_vae(_need(run, "base_vae.safetensors"))
         norm = LatentNorm.of_wan(vae.config)
@@ -186,8 +183,6 @@ def alpha_token_latents(run: Path, clips: int, log, folder: str | None = None):
 
 def _warn_unknown_words(text, captions: list[str]) -> None:
     """Caption words the frozen text encoder cannot read (user clips): said once, not every step."""
-    from rgbacli.console import warn
-
     unknown: dict[str, None] = {}
     for caption in captions:
         unknown.update(dict.fromkeys(text.tokenizer.tokenize(caption)[1]))
@@ -210,16 +205,12 @@ LATENT_CACHES = {"base-dit": rgb_latents, "dora": rgba_latents, "alpha-tokens": 
 
 # ----------------------------------------------------------------------------- stages
 def stage_base_vae(run: Path, minutes: float, resume: bool, folder: str | None, log) -> dict:
-    from rgbacli.train.base_vae import (BaseVAEConfig, latent_stats, new_base_vae, object_psnr, train_base_vae,
-                                        uniform_colour_error)
-    from rgbacli.train.clips import ClipSource
 
     vae = new_base_vae(tc.TINY_VAE)
     source = ClipSource(tc.TINY_SIZE, tc.TINY_FRAMES, folder)
     result = train_base_vae(vae, source, BaseVAEConfig(minutes=minutes), run / "base_vae.ckpt.safetensors",
                             resume, log)
     result.update(uniform_colour_error=uniform_colour_error(vae), object_psnr_db=object_psnr(vae))
-    from rgbacli.models.rgba_vae import soft_render
 
     mean, std = latent_stats(lambda x: vae.encode(soft_render(x, "black") * 2 - 1).latent_dist.mode(), source)
     vae.register_to_config(latents_mean=mean, latents_std=std)
@@ -229,27 +220,23 @@ def stage_base_vae(run: Path, minutes: float, resume: bool, folder: str | None, 
 
 def _encoder_rgb(vae):
     """RGB latents for the base DiT: the clip soft-rendered over black, normalised by the base stats."""
-    from rgbacli.models.rgba_vae import soft_render
-
     norm = LatentNorm.of_wan(vae.config)
     return lambda x: norm.normalize(vae.encode(soft_render(x, "black") * 2 - 1).latent_dist.mode())
 
 
 def stage_base_dit(run: Path, minutes: float, resume: bool, clips: int, log, folder: str | None = None) -> dict:
     """Stage 2. On user clips (`folder`) the text encoder's vocabulary grows by the words of their captions."""
-    from rgbacli.models.text_encoder import TinyTextEncoder, vocab_for
-    from rgbacli.train.dit import eval_loss, train_dit
-
     data = rgb_latents(run, clips, log, folder)
     _need_masks(data, run / "rgb_latents.safetensors")
     text = TinyTextEncoder(vocab=vocab_for(data.captions) if folder else None, **tc.TINY_TEXT)
     dit = new_transformer()
     params = {**{f"dit.{k}": p for k, p in dit.named_parameters()},
               **{f"text.{k}": p for k, p in text.named_parameters()}}
-    before = eval_loss(dit, text, data)
-    result = train_dit(dit, text, data, params, _dit_config(minutes, p_short=0.0),
+    backend = WanAlphaBackend(dit)
+    before = eval_loss(backend, text, data)
+    result = train_dit(backend, text, data, params, _dit_config(minutes, p_short=0.0),
                        run / "base_dit.ckpt.safetensors", resume, log)
-    result.update(eval_loss_before=before, eval_loss=eval_loss(dit, text, data))
+    result.update(eval_loss_before=before, eval_loss=eval_loss(backend, text, data))
     text.save(run / "text_encoder.safetensors")
     save_model(dit, run / "transformer.safetensors", abs_pos=tc.TINY_POS, text_mask=hasattr(dit, "text_mask"))
     return result
@@ -257,18 +244,10 @@ def stage_base_dit(run: Path, minutes: float, resume: bool, clips: int, log, fol
 
 def _perceptual(model, vgg: str | None):
     """The paper's VGG16 (relu2_2) perceptual loss from a local weights file, or the frozen-encoder fallback."""
-    from rgbacli.train.vae_losses import PerceptualLoss
-
     return PerceptualLoss(vgg_path=vgg, vae=model)
 
 
 def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, log, vgg: str | None = None) -> dict:
-    from rgbacli.evaluation import vae_reconstruction
-    from rgbacli.models.rgba_vae import RGBAVAE
-    from rgbacli.train.base_vae import latent_stats
-    from rgbacli.train.clips import ClipSource
-    from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
-
     base = load_base_vae(_need(run, "base_vae.safetensors"))
     model = RGBAVAE(base, lora_rank=tc.TINY_VAE_LORA["rank"], lora_alpha=tc.TINY_VAE_LORA["alpha"])
     model.init_merge_from_encoder_head()  # start in the base latent space (overwritten on --resume)
@@ -290,11 +269,6 @@ def stage_rgba_decoders(run: Path, minutes: float, resume: bool, folder: str | N
     """Stage 3 continued, decoders only: more steps on the RGB/alpha LoRAs with the merge block (and so
     the latent space) frozen. The latent caches and DiT stages built on vae.safetensors stay valid,
     so this can run beside or after stage 4."""
-    from rgbacli.evaluation import vae_reconstruction
-    from rgbacli.models.rgba_vae import RGBAVAE
-    from rgbacli.train.clips import ClipSource
-    from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
-
     path = _need(run, "vae.safetensors")
     model = RGBAVAE.load(path)
     if not model.has_lora:
@@ -316,12 +290,7 @@ def stage_rgb_decoder(run: Path, minutes: float, resume: bool, folder: str | Non
     """Stage 3c: the two adapters fused into their own decoder copies, then the RGB copy alone trained,
     every weight of it, on whole clips. The shorter VAE windows leave frames past the 9th in the wrong
     hue; the encoder, merge block and alpha decoder stay as they are, so the latent space, every DiT
-    stage and the generated alpha stay valid (docs/training.md: run 10)."""
-    from rgbacli.evaluation import vae_reconstruction
-    from rgbacli.models.rgba_vae import RGBAVAE
-    from rgbacli.train.clips import ClipSource
-    from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
-
+    stage and the generated alpha stay valid (docs/training.md)."""
     path = _need(run, "vae.safetensors")
     model = RGBAVAE.load(path)
     if model.merged is None:
@@ -340,11 +309,6 @@ def stage_rgb_decoder(run: Path, minutes: float, resume: bool, folder: str | Non
 
 
 def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log, folder: str | None = None) -> dict:
-    from rgbacli.weights.own import load_model
-    from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
-    from rgbacli.models.text_encoder import TinyTextEncoder
-    from rgbacli.train.dit import eval_loss, train_dit
-
     data = rgba_latents(run, clips, log, folder)
     _need_masks(data, run / "rgba_latents.safetensors")
     from diffusers import WanTransformer3DModel
@@ -355,11 +319,12 @@ def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log, folder:
     dit.requires_grad_(False)
     add_dora_adapter(dit, rank=tc.TINY_DORA["rank"], alpha=tc.TINY_DORA["alpha"])
     params = {k: p for k, p in dit.named_parameters() if p.requires_grad}
-    before = eval_loss(dit, text, data)
-    result = train_dit(dit, text, data, params, _dit_config(minutes),
+    backend = WanAlphaBackend(dit)
+    before = eval_loss(backend, text, data)
+    result = train_dit(backend, text, data, params, _dit_config(minutes),
                        run / "dora.ckpt.safetensors", resume, log)
-    result.update(eval_loss_before=before, eval_loss=eval_loss(dit, text, data),
-                  eval_loss_object_weighted=eval_loss(dit, text, data, object_weight=OBJECT_WEIGHT))
+    result.update(eval_loss_before=before, eval_loss=eval_loss(backend, text, data),
+                  eval_loss_object_weighted=eval_loss(backend, text, data, object_weight=OBJECT_WEIGHT))
     save_safetensors(export_dora_state_dict(dit), run / "dora.safetensors")
     return result
 
@@ -369,10 +334,6 @@ def stage_alpha_tokens(run: Path, minutes: float, resume: bool, clips: int, log,
     domain embedding + alpha-only LoRA trained, base DiT and text encoder frozen."""
     from diffusers import WanTransformer3DModel
 
-    from rgbacli.models.alpha_tokens import AlphaTokenTransformer, save_alpha_token_weights
-    from rgbacli.models.text_encoder import TinyTextEncoder
-    from rgbacli.train.dit import eval_loss, train_dit
-
     data = alpha_token_latents(run, clips, log, folder)
     text = TinyTextEncoder.load(_need(run, "text_encoder.safetensors")).requires_grad_(False)
     _warn_unknown_words(text, data.captions)
@@ -381,10 +342,11 @@ def stage_alpha_tokens(run: Path, minutes: float, resume: bool, clips: int, log,
     params = {f"adapter.{i}": p for i, p in enumerate(dit.adapter_parameters())}
     for p in params.values():
         p.requires_grad_(True)
-    before = eval_loss(dit, text, data)
-    result = train_dit(dit, text, data, params, _dit_config(minutes, object_weight=0.0),
+    backend = AlphaTokenBackend(dit)
+    before = eval_loss(backend, text, data)
+    result = train_dit(backend, text, data, params, _dit_config(minutes, object_weight=0.0),
                        run / "alpha_tokens.ckpt.safetensors", resume, log)
-    result.update(eval_loss_before=before, eval_loss=eval_loss(dit, text, data))
+    result.update(eval_loss_before=before, eval_loss=eval_loss(backend, text, data))
     save_alpha_token_weights(dit, run / "alpha_tokens.safetensors", force=True)
     return result
 
@@ -393,9 +355,6 @@ def export(run: Path, to: Path, force: bool = False) -> list[Path]:
     """Copy the shipped files into `to` (default: the package's tiny weights folder). Every source is
     checked before anything is written; a destination file that differs needs `force`; each copy
     goes through a temporary file and a rename."""
-    from rgbacli.errors import OutputExistsError
-    from rgbacli.fsutil import atomic_output
-
     sources = [_need(run, name) for name in SHIPPED]
     if to.exists() and not to.is_dir():
         raise RgbaError(f"{to} is not a folder")

@@ -17,7 +17,7 @@ class RGBAVAEConfig(LoopConfig):
     minutes: float = 12.0
     decay: float = 0.1
     batch: int = 4
-    window: int = 5  # 17 (whole clips, batch 2) was tried in run 9: docs/training.md
+    window: int = 5  # frames per training window (whole clips were measured: docs/training.md)
     image_batch: int = 12  # every other step: single frames (the causal VAE's first-frame path), ~5x cheaper
     crop: int = 32  # object crops as in stage 1 (base_vae.object_crops), full frames on a quarter of the steps
     full_every: int = 4

@@ -10,9 +10,8 @@ TINY_VAE = dict(base_dim=8, z_dim=8, dim_mult=[1, 2, 4], num_res_blocks=1, attn_
 TINY_DIT = dict(patch_size=[1, 4, 4], num_attention_heads=4, attention_head_dim=32, in_channels=8,
                 out_channels=8, text_dim=128, freq_dim=64, ffn_dim=512, num_layers=6, rope_max_seq_len=64)
 TINY_POS = dict(frames=16, rows=8, cols=8)  # absolute position table (covers up to 128x128, 31 frames)
-# Initial std of each position table. Three tables are summed, so 0.3 gives ~0.5, the scale of a
-# patch token. At 0.02 the tokens barely know where they are: after a full stage 2, the base DiT
-# moved the way the prompt says 50% of the time, against 82% at 0.3 (docs/training.md).
+# Initial std of each position table: three are summed, so 0.3 gives ~0.5, the scale of a patch token
+# (much smaller and the tokens barely know where they are; the ablation is in docs/training.md).
 TINY_POS_INIT_STD = 0.3
 TEXT_MASK = True  # cross-attention skips padded text tokens (rgbacli/models/text_mask.py)
 

@@ -1,9 +1,9 @@
-"""Batch generation for shell pipelines and CI: prompt files, output patterns, manifest, resume.
+"""Batch planning (pure: no models, no files written): prompt files → jobs.
 
 A prompt file holds one prompt per line, or JSON objects (JSONL) with `prompt` and optional
-`seed`, `frames`, `size` ("WxH"), `output`. Each item's output name comes from the `-o`
-pattern (`{index}`, `{slug}`, `{seed}`, e.g. `out/{index:03d}-{slug}.mov`). A bad line fails
-only its item; the manifest records params, seed, timings, output and status per item.
+`seed`, `frames`, `size` ("WxH"), `output`, ... Each item's output name comes from the `-o`
+pattern (`{index}`, `{slug}`, `{seed}`, e.g. `out/{index:03d}-{slug}.mov`). A bad line becomes
+a job that carries its error, so it fails alone; the others still run.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rgbacli.errors import UsageError
+from rgbacli.pipelines.params import params_from_sampling
 
 
 @dataclass
@@ -100,17 +101,61 @@ def output_for(pattern: str, item: BatchItem, seed: int) -> str:
         raise UsageError(f"bad output pattern '{pattern}': {e} (use {{index}}, {{slug}}, {{seed}})") from None
 
 
-def load_manifest(path: Path) -> dict:
-    """The previous manifest (for --resume); a missing or unreadable one counts as empty."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+@dataclass
+class Job:
+    """One unit of batch work, picklable (an executor may run it in another process).
+
+    `params` are the full generate parameters (the preset's defaults filled in), `options` how to
+    write the result (preview, premultiplied, force). A job with `error` set fails without running."""
+
+    index: int
+    line: int
+    prompt: str
+    kind: str = "generate"
+    seed: int | None = None
+    output: str | None = None
+    params: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    error: str | None = None
+
+    def entry(self) -> dict:
+        """The manifest entry this job starts from (status and figures are added as it runs)."""
+        entry = {"index": self.index, "line": self.line, "prompt": self.prompt}
+        if self.output is not None:
+            entry.update(output=self.output, seed=self.seed, params=self.params)
+        return entry
 
 
-def is_done(previous: dict, output: str, params: dict) -> bool:
-    """True when the manifest says this exact item finished and its output is still there."""
-    for entry in previous.get("items", []):
-        if entry.get("output") == output and entry.get("status") == "ok" and entry.get("params") == params:
-            return Path(output).exists()
-    return False
+def default_output(prompt: str) -> str:
+    """<slug>.mov in the current folder; -2, -3 … are appended rather than overwrite anything."""
+    base = slugify(prompt)
+    candidate, n = f"{base}.mov", 2
+    while Path(candidate).exists():
+        candidate, n = f"{base}-{n}.mov", n + 1
+    return candidate
+
+
+def generate_job(index: int, line: int, prompt: str, seed: int, output: str, common: dict, sampling: dict,
+                 options: dict) -> Job:
+    """A generate job with its parameters filled from the preset's `sampling` defaults."""
+    params = params_from_sampling(sampling, prompt, seed=seed, **common).to_dict()
+    return Job(index, line, prompt, "generate", seed, output, params, dict(options))
+
+
+def plan_generate(text: str, pattern: str, seed: int, common: dict, sampling: dict, options: dict) -> list[Job]:
+    """Every item of a prompt file as a job: item i gets `seed + i` unless it sets a seed, its own
+    overrides over `common`, and its output from the pattern."""
+    jobs = []
+    for item in parse_prompt_lines(text):
+        if item.error:
+            jobs.append(Job(item.index, item.line, item.prompt, error=item.error))
+            continue
+        item_seed = item.overrides.get("seed", seed + item.index)
+        merged = {**common, **{k: v for k, v in item.overrides.items() if k != "seed"}}
+        try:
+            out = output_for(pattern, item, item_seed)
+        except UsageError as e:
+            jobs.append(Job(item.index, item.line, item.prompt, error=str(e)))
+            continue
+        jobs.append(generate_job(item.index, item.line, item.prompt, item_seed, out, merged, sampling, options))
+    return jobs

@@ -1,0 +1,113 @@
+"""Backends: how an alpha method turns DiT latents into RGBA frames.
+
+The sampler never looks at the model: it asks the engine's backend to shape the noise
+(:meth:`Backend.prepare_latents`), to call the DiT (:meth:`Backend.predict`) and to decode
+(:meth:`Backend.decode`), as k-diffusion's samplers call a model wrapper. Family quirks
+(CogVideoX's layout and 3-D RoPE) live in the model wrappers, not here.
+
+| backend | latent the DiT samples | VAE |
+|---|---|---|
+| `wan-alpha` (Wan-Alpha) | one latent whose channels carry RGB and alpha | RGBA VAE: RGB + alpha decoders |
+| `alpha-tokens` (TransPixar) | `[RGB ; alpha]` along frames, the alpha half from the same noise | the plain video VAE, twice |
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from rgbacli.errors import UsageError
+from rgbacli.models.alpha_tokens import AlphaTokenTransformer
+from rgbacli.registry import Registry
+
+BACKENDS: Registry[type["Backend"]] = Registry("backend")
+
+
+class Backend:
+    """One DiT + VAE pair as the sampler sees it. ``transformer`` or ``vae`` may be None where a
+    caller needs only one side (training calls :meth:`predict` alone)."""
+
+    name: ClassVar[str]
+    vae_kind: ClassVar[str]  # "rgba": an RGBAVAE; "plain": a PlainVideoVAE (rgbacli/models/video_vae.py)
+    copies: ClassVar[int] = 1  # frame-grid copies in the DiT's latent (2: [RGB ; alpha])
+
+    def __init__(self, transformer: nn.Module | None, vae: nn.Module | None = None):
+        self.transformer, self.vae = transformer, vae
+
+    @classmethod
+    def check_transformer(cls, model: nn.Module, where: str) -> None:
+        """Refuse a transformer this backend cannot drive (one line naming the preset)."""
+
+    # -- geometry
+    @property
+    def temporal_factor(self) -> int:
+        return self.vae.temporal_factor
+
+    @property
+    def spatial_factor(self) -> int:
+        return self.vae.spatial_factor
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.latent_channels
+
+    @property
+    def patch_size(self) -> int:
+        """Spatial patch of the DiT: sizes must be multiples of spatial_factor × this."""
+        ps = self.transformer.config.get("patch_size", 2)
+        return int(ps[-1] if isinstance(ps, (tuple, list)) else ps)
+
+    # -- the three steps the sampler delegates
+    def prepare_latents(self, noise: torch.Tensor) -> torch.Tensor:
+        """Per-sample noise (B, C, t, h, w) → what the DiT samples."""
+        return noise
+
+    def predict(self, x: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """One DiT forward: the flow-matching velocity (or the scheduler's target) for ``x``."""
+        raise NotImplementedError
+
+    def decode(self, latents: torch.Tensor, rgba: bool = True) -> torch.Tensor:
+        """Final latents → (B, 4, T, H, W) straight RGBA in [0, 1] ((B, 3, …) RGB with ``rgba=False``)."""
+        raise NotImplementedError
+
+
+@BACKENDS.register("wan-alpha")
+class WanAlphaBackend(Backend):
+    """Wan-Alpha: alpha lives in the RGB latent space; the RGBA VAE decodes it twice."""
+
+    name, vae_kind = "wan-alpha", "rgba"
+
+    def predict(self, x, timestep, text):
+        return self.transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=text, return_dict=False)[0]
+
+    def decode(self, latents, rgba=True):
+        return self.vae.decode(latents) if rgba else self.vae.decode_rgb_only(latents)
+
+
+@BACKENDS.register("alpha-tokens")
+class AlphaTokenBackend(Backend):
+    """TransPixar: the latent holds ``[RGB ; alpha]``; the plain VAE decodes both halves and the alpha
+    half becomes one channel (the mean of its three)."""
+
+    name, vae_kind, copies = "alpha-tokens", "plain", 2
+
+    @classmethod
+    def check_transformer(cls, model, where):
+        if not isinstance(model, AlphaTokenTransformer):
+            raise UsageError(f"{where} uses the alpha-tokens backend but names no alpha-tokens adapter file")
+
+    def prepare_latents(self, noise):
+        return torch.cat([noise, noise], dim=2)  # the alpha half starts from the same noise
+
+    def predict(self, x, timestep, text):
+        return self.transformer(x, timestep, text)
+
+    def decode(self, latents, rgba=True):
+        t = latents.shape[2] // 2
+        rgb = self.vae.decode_rgb(latents[:, :, :t])
+        if not rgba:
+            return rgb
+        alpha = self.vae.decode_rgb(latents[:, :, t:]).mean(dim=1, keepdim=True)
+        return torch.cat([rgb, alpha], dim=1)

@@ -1,0 +1,91 @@
+"""Running one job: `run_job(engine, job, on_event) -> manifest entry`.
+
+Each job kind registers a runner in `JOB_KINDS` (`generate` now; the interpolate and story batch
+forms register theirs). A runner writes its outputs through the atomic writers and returns a
+summary; `run_job` turns that into the job's manifest entry, with a failure as its own entry.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from rgbacli.batch.plan import Job
+from rgbacli.errors import RgbaError
+from rgbacli.fsutil import check_output
+from rgbacli.media import Clip, write_clip, write_contact_sheet, write_preview_mp4
+from rgbacli.media.write import check_writable
+from rgbacli.pipelines.t2v import GenerateParams, TextToRGBAPipeline
+from rgbacli.registry import Registry
+
+
+@dataclass
+class Event:
+    """What a running batch reports: `kind` is started, progress, finished or skipped."""
+
+    kind: str
+    job: Job
+    step: int = 0
+    total: int = 0
+    entry: dict | None = None
+
+
+OnEvent = Callable[[Event], None]
+Runner = Callable[..., dict]  # (engine, job, progress(step, total)) -> summary
+JOB_KINDS: Registry[Runner] = Registry("job kind")
+
+
+def run_job(engine, job: Job, on_event: OnEvent | None = None) -> dict:
+    """Run one job on a loaded engine; its manifest entry (status ok or failed, never an exception
+    for a problem with the job itself)."""
+    emit = on_event or (lambda _e: None)
+    entry = job.entry()
+    if job.error:
+        entry.update(status="failed", error=job.error)
+        emit(Event("finished", job, entry=entry))
+        return entry
+    emit(Event("started", job))
+    try:
+        summary = JOB_KINDS.get(job.kind, f"job {job.index}")(
+            engine, job, lambda i, n: emit(Event("progress", job, i, n)))
+        entry.update(status="ok", seconds=summary["seconds"], timings=summary["timings"], summary=summary)
+    except RgbaError as e:
+        entry.update(status="failed", error=str(e))
+    emit(Event("finished", job, entry=entry))
+    return entry
+
+
+def preview_paths(output: str) -> list[str]:
+    """<out>.preview.mp4 and <out>.sheet.png beside an output (a frame pattern loses its %04d)."""
+    stem = Path(output).parent / re.sub(r"\.?%0?\d*d$", "", Path(output).with_suffix("").name)
+    return [f"{stem}.preview.mp4", f"{stem}.sheet.png"]
+
+
+@JOB_KINDS.register("generate")
+def run_generate(engine, job: Job, progress: Callable[[int, int], None]) -> dict:
+    """Generate one clip and write it (+ previews) atomically; returns a summary dict."""
+    opts, out = job.options, job.output
+    check_writable(out, opts.get("force", False))
+    extras = preview_paths(out) if opts.get("preview") else []
+    for extra in extras:
+        check_output(extra, opts.get("force", False))
+    params = GenerateParams(**job.params)
+    t0 = time.perf_counter()
+    result = TextToRGBAPipeline(engine)(params, progress=progress)
+    clip = Clip(frames=result.frames.numpy(), fps=params.fps, had_alpha=True)
+    path = write_clip(clip, out, force=opts.get("force", False), premultiplied=opts.get("premultiplied", False))
+    if extras:
+        write_preview_mp4(clip, extras[0], force=opts.get("force", False))
+        write_contact_sheet(clip, extras[1], force=opts.get("force", False))
+    t, h, w, _ = result.frames.shape
+    alpha = result.frames[..., 3]
+    return {
+        "output": str(path), "previews": extras, "frames": t, "size": f"{w}x{h}", "fps": params.fps,
+        "seed": params.seed, "params": params.to_dict(), "seconds": round(time.perf_counter() - t0, 3),
+        "timings": {k: round(v, 3) for k, v in result.timings.items()}, "passes_per_step": result.passes_per_step,
+        "alpha_mean": round(float(alpha.mean()), 4), "alpha_coverage": round(float((alpha > 0.5).float().mean()), 4),
+        "alpha": "premultiplied" if opts.get("premultiplied") else "straight",
+    }

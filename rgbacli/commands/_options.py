@@ -1,0 +1,21 @@
+"""Options shared by several commands, declared once as `Annotated` aliases.
+
+A command writes `device: DeviceOpt = "auto"`; the flag name and help live here, the default in
+the command's signature (it differs between commands for a few options, e.g. --preset).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="Preset name or TOML path (`rgba models` lists them).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.")]
+OffloadOpt = Annotated[bool, typer.Option("--offload", help="Keep components on the CPU between uses (GPU).")]
+WeightsDirOpt = Annotated[Optional[str], typer.Option("--weights-dir", help="Folder searched first for weight files.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
+PremultipliedOpt = Annotated[bool, typer.Option("--premultiplied", help="Media use premultiplied (associated) "
+                                                "alpha, not straight: inputs are read and outputs written so.")]

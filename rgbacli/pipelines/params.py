@@ -1,0 +1,40 @@
+"""Generate parameters: plain data, importable without torch (batch planning needs no models)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class GenerateParams:
+    """Everything that determines one clip; same params + seed + device → same frames."""
+
+    prompt: str
+    negative: str = ""
+    seed: int = 0
+    frames: int = 17
+    width: int = 64
+    height: int = 64
+    fps: float = 8.0
+    steps: int = 20
+    guidance: float = 1.0
+    shift: float = 5.0
+    solver: str = "unipc"
+    motion_guidance: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def sampling_key(self) -> tuple:
+        """What clips sampled in one batch must share (everything but prompt, negative and seed)."""
+        return (self.frames, self.width, self.height, self.steps, self.guidance, self.shift, self.solver,
+                self.motion_guidance)
+
+
+def params_from_sampling(sampling: dict, prompt: str, **overrides) -> GenerateParams:
+    """Fill unset (None) parameters from a preset's `sampling` defaults."""
+    base = GenerateParams(prompt=prompt)
+    values = {k: v for k, v in sampling.items() if hasattr(base, k)}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["prompt"] = prompt
+    return GenerateParams(**{**asdict(base), **values})
