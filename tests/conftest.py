@@ -92,3 +92,15 @@ def tiny_wan():
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
         text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=32,
     ).eval()
+
+
+def tiny_wan_inputs(b=2, frames=3, seed=1):
+    """Latents (B, 4, F, 4, 4), timesteps and text (B, 3, 16) for `tiny_wan()`."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 4, frames, 4, 4, generator=g), torch.full((b,), 400.0), torch.randn(b, 3, 16, generator=g)
+
+
+def run_wan(model, x, t, ctx):
+    """One no-grad forward of a diffusers Wan DiT; the prediction tensor."""
+    with torch.no_grad():
+        return model(x, t, ctx, return_dict=False)[0]

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_wan
+from conftest import run_wan as run, tiny_wan, tiny_wan_inputs as inputs
 from diffusers import CogVideoXTransformer3DModel
 from diffusers.models.transformers.transformer_wan import WanAttention, WanAttnProcessor
 
@@ -15,16 +15,6 @@ from rgbacli.models.alpha_tokens import AlphaLoRA, AlphaTokens, AlphaTokenTransf
 from rgbacli.models.attention import (AttentionContext, Behaviour, ExternalKV, ExtraCrossAttention, FrameLayout,
                                       WanStagedProcessor, apply_wan_rotary, attach, context_of, processors)
 from rgbacli.models.motion_free import FrameMask
-
-
-def inputs(b=2, frames=3, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(b, 4, frames, 4, 4, generator=g), torch.full((b,), 400.0), torch.randn(b, 3, 16, generator=g)
-
-
-def run(model, x, t, ctx):
-    with torch.no_grad():
-        return model(x, t, ctx, return_dict=False)[0]
 
 
 class ScaleOutput(Behaviour):

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import torch
-from conftest import tiny_wan
+from conftest import run_wan as run, tiny_wan, tiny_wan_inputs as batch
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor
 
 from rgbacli.models.attention import Behaviour, FrameLayout, WanStagedProcessor, attach, frame_mask
 from rgbacli.models.motion_free import apply_motion_free_dropout, enable_motion_free, motion_free_guidance
 from rgbacli.pipelines.guidance import GuidancePlan
-
-
-def batch(b=2, frames=3, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(b, 4, frames, 4, 4, generator=g), torch.full((b,), 400.0), torch.randn(b, 3, 16, generator=g)
-
-
-def run(model, x, t, ctx):
-    with torch.no_grad():
-        return model(x, t, ctx, return_dict=False)[0]
 
 
 def test_staged_processor_equals_diffusers():
