@@ -27,7 +27,8 @@ KIND_BY_SUFFIX = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".exr": "exr"}
 # Bit depths each kind can write, the first being the default (EXR: 16 = half, 32 = float).
 DEPTHS = {"png": (8, 16), "tiff": (16, 8), "exr": (16, 32)}
 
-_ALPHA_PIX = re.compile(r"yuva|rgba|bgra|argb|abgr|gbrap|^ya\d")
+# Pixel formats that carry alpha have an "a" component (yuva…, rgba, bgra, gbrap, ya8, …).
+ALPHA_PIX = re.compile(r"yuva|rgba|bgra|argb|abgr|gbrap|^ya\d")
 
 
 def short_error(e: BaseException) -> str:
@@ -173,7 +174,7 @@ def _read_av(path: Path, codec: str, high: bool) -> Decoded:
     frame = frames[0]
     name = frame.format.name
     bits = max(c.bits for c in frame.format.components)
-    alpha = bool(_ALPHA_PIX.search(name))
+    alpha = bool(ALPHA_PIX.search(name))
     try:
         if "f16" in name or "f32" in name:
             return Decoded(np.clip(frame.to_ndarray(format="gbrapf32le", threads=1), 0.0, 1.0), alpha, bits)

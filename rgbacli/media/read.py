@@ -22,10 +22,8 @@ from PIL import Image, UnidentifiedImageError
 from rgbacli.errors import MediaError, UsageError
 from rgbacli.media import formats
 from rgbacli.media.clip import DEFAULT_FPS, Clip, to_float, to_uint8, unpremultiply
-from rgbacli.media.images import KIND_BY_SUFFIX, decode_image, pil_has_alpha, png_bit_depth, short_error, uint16_to_uint8
-
-# Pixel formats that carry alpha have an "a" component (yuva…, rgba, bgra, gbrap, ya8, …).
-_ALPHA_PIX = re.compile(r"yuva|rgba|bgra|argb|abgr|gbrap|^ya\d")
+from rgbacli.media.images import (ALPHA_PIX, KIND_BY_SUFFIX, decode_image, pil_has_alpha, png_bit_depth,
+                                  short_error, uint16_to_uint8)
 
 Image.MAX_IMAGE_PIXELS = None  # our inputs are local frames, not untrusted web uploads
 
@@ -166,9 +164,10 @@ def _names(paths: list[str], limit: int = 4) -> str:
 
 
 def _pattern_of(head: str, nums: list[str], ext: str) -> str:
+    """The printf pattern of a sequence's names: zero-padded when every number has one width."""
     widths = {len(n) for n in nums}
-    pad = f"%0{widths.pop()}d" if len(widths) == 1 and all(n.startswith("0") or len(n) > 1 for n in nums) else "%d"
-    return f"{head}{pad}{ext}"
+    width = widths.pop() if len(widths) == 1 else 1
+    return f"{head}{'%0' + str(width) + 'd' if width > 1 else '%d'}{ext}"
 
 
 def sequence_in_dir(directory: Path) -> tuple[list[Path], int | None]:
@@ -310,7 +309,7 @@ def _open_av(path: Path, fps: float | None, threads: int, high: bool = False) ->
         codec = ctx.name
         vpx_alpha = codec in ("vp8", "vp9") and str(stream.metadata.get("alpha_mode", "")).strip() == "1"
         pix = ctx.format.name if ctx.format is not None else ""
-        had_alpha = vpx_alpha or bool(_ALPHA_PIX.search(pix))
+        had_alpha = vpx_alpha or bool(ALPHA_PIX.search(pix))
         bits = max((c.bits for c in ctx.format.components), default=8) if ctx.format is not None else 8
         rate = fps or _stream_rate(stream) or DEFAULT_FPS
         n = stream.frames or None
