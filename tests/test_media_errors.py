@@ -43,7 +43,7 @@ def test_empty_and_zero_frames(tmp_path):
     with pytest.raises(MediaError):
         read_clip(tmp_path / "empty.mkv")
     (tmp_path / "d").mkdir()
-    with pytest.raises(MediaError, match="no PNG frames"):
+    with pytest.raises(MediaError, match="no PNG, EXR or TIFF frames"):
         read_clip(tmp_path / "d")
     with pytest.raises(MediaError, match="no PNG frames"):
         read_clip(tmp_path / "none.%04d.png")

@@ -56,10 +56,24 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
 
 
 def to_float(frames: np.ndarray) -> np.ndarray:
-    """float32 frames in [0, 1] (uint8 divided by 255; floats passed through as float32)."""
+    """float32 frames in [0, 1] (uint8 / 255, uint16 / 65535; floats passed through as float32)."""
     if frames.dtype == np.uint8:
         return frames.astype(np.float32) / np.float32(255.0)
+    if frames.dtype == np.uint16:
+        return (frames.astype(np.float64) / 65535.0).astype(np.float32)
     return frames.astype(np.float32, copy=False)
+
+
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """The sRGB decoding curve (IEC 61966-2-1): display values in [0, 1] → linear light."""
+    c = np.asarray(c, np.float64)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(v: np.ndarray) -> np.ndarray:
+    """Inverse of srgb_to_linear (values ≥ 0; above 1 stays above 1, to be clipped by the caller)."""
+    v = np.asarray(v, np.float64)
+    return np.where(v <= 0.0031308, v * 12.92, 1.055 * np.maximum(v, 0.0031308) ** (1 / 2.4) - 0.055)
 
 
 def div255(n: np.ndarray) -> np.ndarray:

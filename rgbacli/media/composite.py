@@ -9,6 +9,7 @@ screen at each output timestamp). Pixel maths: rgbacli/media/blend.py.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -21,6 +22,7 @@ from rgbacli.errors import MediaError, UsageError
 from rgbacli.media.blend import over, place  # noqa: F401  (re-exported)
 from rgbacli.media.clip import Clip, premultiply, to_uint8, unpremultiply
 from rgbacli.media.color import looks_like_color, parse_color
+from rgbacli.media.formats import detect, is_sequence
 from rgbacli.media.read import open_frames
 from rgbacli.media.threads import BackgroundWriter, prefetch
 from rgbacli.media.timeline import FITS, Fit, Track, plan_caching
@@ -176,12 +178,22 @@ def _per_layer(name: str, values: list | None, n: int, default):
 def run_composite(fg_paths: list[str], bg: str, out: str, *, positions: list[tuple[int, int]] | None = None,
                   scales: list[float] | None = None, starts: list[int] | None = None, fit: Fit = "loop",
                   fps: float | None = None, size: tuple[int, int] | None = None, force: bool = False,
-                  premultiplied: bool = False, on_frame: Callable[[int, int | None], None] | None = None) -> dict:
+                  premultiplied: bool = False, on_frame: Callable[[int, int | None], None] | None = None,
+                  input_fps: float | None = None, trim_start: int = 0, trim_frames: int | None = None,
+                  start_number: int | None = None, bit_depth: int | None = None, linear: bool = True,
+                  matte: str | None = None) -> dict:
     """Composite FG files (first lowest) over a BG file or colour into `out`; returns a summary.
 
     Inputs are decoded in worker threads while frames are blended and encoded, so the whole
     job streams (only frames that may loop are kept). `premultiplied` means the input files
     store associated alpha and the output should too.
+
+    `input_fps` is the frame rate of image-sequence inputs (folders, name.%04d.ext; default 24);
+    videos keep their own. `trim_start`/`trim_frames` keep output frames
+    [trim_start, trim_start + trim_frames) of the composite timeline (frame 0 is its start).
+    `start_number`, `bit_depth`, `linear` go to the writer (see open_writer); `matte` is a
+    path that also receives the output's alpha as a greyscale clip. The summary's `size` is
+    what was written (H.264 pads odd sizes to even).
     """
     t0 = time.perf_counter()
     if not fg_paths:
@@ -192,11 +204,23 @@ def run_composite(fg_paths: list[str], bg: str, out: str, *, positions: list[tup
     positions = _per_layer("--position", positions, n, (0, 0))
     scales = _per_layer("--scale", scales, n, 1.0)
     starts = _per_layer("--start", starts, n, 0)
+    if isinstance(trim_start, bool) or not isinstance(trim_start, int) or trim_start < 0:
+        raise UsageError(f"trim start must be a whole number of frames ≥ 0, got {trim_start!r}")
+    if trim_frames is not None and (isinstance(trim_frames, bool) or not isinstance(trim_frames, int)
+                                    or trim_frames < 1):
+        raise UsageError(f"trim length must be a whole number of frames ≥ 1, got {trim_frames!r}")
     check_writable(out, force)
+    if matte is not None:
+        check_writable(matte, force)
+        if Path(matte).resolve() == Path(out).resolve():
+            raise UsageError(f"the matte {matte} cannot be the output itself")
+
+    def source(path: str):
+        return open_frames(path, premultiplied=premultiplied, fps=input_fps if is_sequence(path) else None)
 
     layers: list[_Input] = []
     for path, pos, sc, st in zip(fg_paths, positions, scales, starts):
-        src = open_frames(path, premultiplied=premultiplied)
+        src = source(path)
         if not src.had_alpha:
             console.warn(f"{path} has no alpha channel; it is treated as fully opaque")
         target = scaled_size(src.size, sc) if sc != 1.0 else src.size
@@ -208,7 +232,7 @@ def run_composite(fg_paths: list[str], bg: str, out: str, *, positions: list[tup
         color = parse_color(bg)  # a UsageError names the accepted colours
         canvas = tuple(size) if size else layers[0].size
     else:
-        src = open_frames(bg, premultiplied=premultiplied)
+        src = source(bg)
         if size is not None and tuple(size) != src.size:
             raise UsageError(f"--size {size[0]}x{size[1]} does not match the background {bg} "
                              f"({src.width}x{src.height}); --size is only for colour backgrounds")
@@ -223,11 +247,29 @@ def run_composite(fg_paths: list[str], bg: str, out: str, *, positions: list[tup
     out_fps = _output_fps(fps, bg_in, layers)
     known = [i.n_frames for i in layers + ([bg_in] if bg_in else []) if i.n_frames]
     hint = max(known) if known else None
-    count = 0
-    with open_writer(out, fps=out_fps, force=force, premultiplied=premultiplied) as writer:
-        enc = BackgroundWriter(writer.write)
+    count = t = 0
+    with ExitStack() as stack:
+        writer = stack.enter_context(open_writer(out, fps=out_fps, force=force, premultiplied=premultiplied,
+                                                 linear=linear, start_number=start_number, bit_depth=bit_depth))
+        matte_w = None
+        if matte is not None:  # the output's depth and numbering, where the matte's format has them
+            same = detect(matte, for_write=True) == detect(out, for_write=True)
+            matte_w = stack.enter_context(open_writer(
+                matte, fps=out_fps, force=force, matte=True, bit_depth=bit_depth if same else None,
+                start_number=start_number if detect(matte, for_write=True).name.endswith("-seq") else None))
+
+        def sink(frame: np.ndarray) -> None:
+            writer.write(frame)
+            if matte_w is not None:
+                matte_w.write(frame)
+
+        enc = BackgroundWriter(sink)
         try:
-            for frame in _composite(layers, bg_in, color, canvas, out_fps, fit):
+            for t, frame in enumerate(_composite(layers, bg_in, color, canvas, out_fps, fit)):
+                if t < trim_start:
+                    continue
+                if trim_frames is not None and count >= trim_frames:
+                    break
                 enc.write(frame)
                 count += 1
                 if on_frame:
@@ -236,5 +278,11 @@ def run_composite(fg_paths: list[str], bg: str, out: str, *, positions: list[tup
             enc.close(raise_error=False)
             raise
         enc.close()
-    return {"output": str(out), "frames": count, "size": [W, H], "fps": out_fps,
-            "seconds": round(time.perf_counter() - t0, 3)}
+        if count == 0:
+            raise UsageError(f"trim start {trim_start} is past the end of the composite ({t + 1} frames)")
+    W, H = writer.size or canvas
+    summary = {"output": str(out), "frames": count, "size": [W, H], "fps": out_fps,
+               "seconds": round(time.perf_counter() - t0, 3)}
+    if matte is not None:
+        summary["matte"] = str(matte)
+    return summary
