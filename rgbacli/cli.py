@@ -38,6 +38,9 @@ def _register() -> None:
 
     for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
         importlib.import_module(f"rgbacli.commands.{mod}")
+    from rgbacli.commands import compare as compare_cmd, inspect as inspect_cmd
+    app.command("inspect")(inspect_cmd.inspect)
+    app.command("compare")(compare_cmd.compare)
 
 
 def _quiet_libraries() -> None:
