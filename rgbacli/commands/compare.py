@@ -72,7 +72,7 @@ def compare(
 def _table(res):
     from rich.table import Table
 
-    from rgbacli.media.compare import format_value
+    from rgbacli.media.compare import HIGHER_IS_BETTER, format_value
 
     w, h = res.size
     resized = f", B resized from {res.b_size[0]}x{res.b_size[1]}" if res.resized else ""
@@ -84,5 +84,5 @@ def _table(res):
         s, limit = res.summary[m], res.thresholds.get(m)
         result = "-" if limit is None else ("[red]FAIL[/red]" if m in failed else "[green]ok[/green]")
         t.add_row(m, format_value(m, s["mean"]), format_value(m, s["worst"]), str(s["worst_frame"]),
-                  f"{limit['option']} {limit['value']:g}" if limit else "-", result)
+                  f"{'≥' if HIGHER_IS_BETTER[m] else '≤'} {limit['value']:g}" if limit else "-", result)
     return t

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -29,7 +29,7 @@ from rgbacli.media.clip import premultiply
 
 METRICS = ("alpha-iou", "alpha-mae", "psnr", "ssim")
 SSIM_WINDOW = 11  # the usual SSIM window (Wang et al. 2004); smaller only for frames under 11 px
-SSIM_BATCH = 8  # frames per kornia call: amortises torch overhead, keeps memory small
+SSIM_BATCH = 4  # frames per kornia call: amortises torch overhead, keeps memory small
 DIFF_GAIN = 4  # --diff pictures show |difference| × 4 (clipped), so small errors are visible
 DIFF_GAP = 2  # grey columns between the alpha and the colour halves of a --diff picture
 HIGHER_IS_BETTER = {"alpha-iou": True, "alpha-mae": False, "psnr": True, "ssim": True}
@@ -112,6 +112,23 @@ def ssim_frames(pa: list[np.ndarray], pb: list[np.ndarray]) -> list[float]:
         # eps=0: identical frames score exactly 1 (the denominator is ≥ c1·c2 > 0 anyway)
         m = ssim(x.contiguous(), y.contiguous(), window, max_val=1.0, eps=0.0)
         return [float(v) for v in m.double().mean(dim=(1, 2, 3))]
+
+
+@contextmanager
+def _torch_threads_for_ssim(enabled: bool):
+    """Half the cores for torch while SSIM runs, the rest for the decoder threads: OpenMP threads
+    that share cores with busy decoders stall each other (measured: 1 thread is fastest on 2 cores)."""
+    if not enabled:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(before, (os.cpu_count() or 2) // 2)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def diff_picture(a: np.ndarray, b: np.ndarray, pa: np.ndarray | None = None, pb: np.ndarray | None = None) -> np.ndarray:
@@ -231,6 +248,7 @@ def compare_files(a: str | os.PathLike, b: str | os.PathLike, *, metrics: list[s
     fb_frames = map(lambda f: resize_frames(f[None], size)[0], sb) if sa.size != sb.size else iter(sb)
     ia, ib = prefetch(iter(sa)), prefetch(fb_frames)
     acc = _Acc(order)
+    need_colour = diff is not None or "psnr" in wanted or "ssim" in wanted
     pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # frames waiting for a batched SSIM
     worst_score, worst_pic, worst_frame = -1, None, None
 
@@ -242,6 +260,7 @@ def compare_files(a: str | os.PathLike, b: str | os.PathLike, *, metrics: list[s
 
     with ExitStack() as stack:
         stack.enter_context(os_errors_as_media_errors(diff if diff is not None else b))  # exits last
+        stack.enter_context(_torch_threads_for_ssim("ssim" in wanted))
         stack.callback(ia.close)
         stack.callback(ib.close)
         writer = None
@@ -254,7 +273,7 @@ def compare_files(a: str | os.PathLike, b: str | os.PathLike, *, metrics: list[s
                 if fa is None and fb is None:
                     break
                 raise _frame_count_error(str(a), str(b), i, ia, ib, fa, fb)
-            pa, pb = premultiply(fa), premultiply(fb)
+            pa, pb = (premultiply(fa), premultiply(fb)) if need_colour else (None, None)
             row: dict = {"frame": i}
             if "alpha-iou" in wanted:
                 row["alpha-iou"] = alpha_iou(fa[..., 3], fb[..., 3])
