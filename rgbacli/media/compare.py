@@ -28,7 +28,7 @@ from rgbacli.errors import UsageError
 from rgbacli.media.clip import premultiply
 
 METRICS = ("alpha-iou", "alpha-mae", "psnr", "ssim")
-SSIM_WINDOW = 11  # the usual SSIM window (Wang et al. 2004); smaller only for frames under 11 px
+SSIM_WINDOW = 11  # the usual SSIM window (Wang et al. 2004); smaller only for frames under 6 px
 SSIM_BATCH = 4  # frames per kornia call: amortises torch overhead, keeps memory small
 DIFF_GAIN = 4  # --diff pictures show |difference| × 4 (clipped), so small errors are visible
 DIFF_GAP = 2  # grey columns between the alpha and the colour halves of a --diff picture
