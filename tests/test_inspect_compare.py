@@ -276,6 +276,16 @@ def test_premultiplied_estimate(tmp_path):
     assert inspect_file(write(tmp_path, "o.mkv", opaque)).premultiplied["verdict"] == "unknown"
 
 
+def test_paths_with_brackets_print_as_they_are(cli, tmp_path):
+    """Rich markup never eats a file name: '[draft]' stays in the tables and messages."""
+    path = write(tmp_path, "[draft] a.mkv", square_frames())
+    r = cli("inspect", path)
+    assert r.returncode == 0 and f"{path}\n" in r.stderr, r.stderr
+    r = cli("compare", path, path, "--metric", "alpha-iou", "--diff", tmp_path / "[d].png")
+    assert r.returncode == 0 and f"{path} vs {path}: 4 frames 24x16\n" in r.stderr, r.stderr
+    assert f"wrote {tmp_path / '[d].png'} (frame 0)" in r.stderr
+
+
 # --- bad input: one line, the right exit code ----------------------------------------------------
 
 
@@ -335,6 +345,18 @@ def test_os_error_while_writing_the_diff_is_one_media_error(tmp_path, monkeypatc
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.raises(MediaError, match=r"d\.mkv: Permission denied \(.*\.d\.tmp-x\.mkv\)$"):
         compare_files(a, a, metrics=["alpha-iou"], diff=tmp_path / "d.mkv")
+
+
+def test_ssim_without_kornia_is_one_line(tmp_path, monkeypatch):
+    import sys
+
+    from rgbacli.errors import RgbaError
+
+    a = write(tmp_path, "a.mkv", square_frames())
+    monkeypatch.setitem(sys.modules, "kornia.metrics", None)  # what an install without kornia looks like
+    with pytest.raises(RgbaError, match="SSIM needs the kornia package"):
+        compare_files(a, a, metrics=["ssim"])
+    assert compare_files(a, a, metrics=["psnr"]).summary["psnr"]["worst"] == float("inf")
 
 
 def test_commands_import_nothing_heavy_until_run():

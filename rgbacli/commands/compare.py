@@ -43,6 +43,8 @@ def compare(
 
     Exit 0 when every threshold holds, 1 when one fails (failing frames listed on stderr), 2 when the clips differ in frame count or size (without --resize) or an option is bad.
     """
+    from rich.markup import escape
+
     from rgbacli import console
     from rgbacli.media.compare import CompareThresholds, compare_files, failure_lines, parse_metrics
 
@@ -55,14 +57,18 @@ def compare(
                             premultiplied=premultiplied,
                             on_frame=lambda done, total: bar.update(task, completed=done, total=total))
     if res.fps != res.b_fps:
-        console.warn(f"{a} is {res.fps:g} fps but {b} is {res.b_fps:g} fps; frames are compared in order")
+        console.warn(escape(f"{a} is {res.fps:g} fps but {b} is {res.b_fps:g} fps; frames are compared in order"))
     if as_json:
         console.print_json(res.to_json())
     else:
+        w, h = res.size
+        resized = f", B resized from {res.b_size[0]}x{res.b_size[1]}" if res.resized else ""
+        # the heading is a plain line, not the table's title, which would wrap at the table's width
+        console.err.print(f"{res.b} vs {res.a}: {res.frames} frames {w}x{h}{resized}", markup=False, soft_wrap=True)
         console.err.print(_table(res))
         if res.diff:
             shown = f" (frame {res.diff_frame})" if res.diff_frame is not None else ""
-            console.info(f"wrote {res.diff}{shown}")
+            console.err.print(f"wrote {res.diff}{shown}", markup=False, soft_wrap=True)
     for line in failure_lines(res):
         console.err.print(f"rgba: check failed: {line}", soft_wrap=True, markup=False)
     if not res.passed:
@@ -74,9 +80,7 @@ def _table(res):
 
     from rgbacli.media.compare import HIGHER_IS_BETTER, format_value
 
-    w, h = res.size
-    resized = f", B resized from {res.b_size[0]}x{res.b_size[1]}" if res.resized else ""
-    t = Table(title=f"{res.b} vs {res.a}: {res.frames} frames {w}x{h}{resized}", title_justify="left")
+    t = Table()
     for col in ("metric", "mean", "worst", "worst frame", "threshold", "result"):
         t.add_column(col, justify="left" if col == "metric" else "right")
     failed = {f["metric"] for f in res.failures}

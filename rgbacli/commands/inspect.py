@@ -29,6 +29,8 @@ def inspect(
 
     Exit 0 when every check passes, 1 when one fails (one line per failure on stderr), 2 on bad options.
     """
+    from rich.markup import escape
+
     from rgbacli import console
     from rgbacli.media.inspect import InspectThresholds, check_report, inspect_file
 
@@ -37,7 +39,7 @@ def inspect(
     reports, failures = [], []
     with console.progress() as bar:
         for path in files:
-            task = bar.add_task(f"inspect {path}", total=None)
+            task = bar.add_task(escape(f"inspect {path}"), total=None)
             rep = inspect_file(path, on_frame=lambda done, total: bar.update(task, completed=done, total=total))
             bar.remove_task(task)
             reports.append(rep)
@@ -46,6 +48,7 @@ def inspect(
         console.print_json({"files": [r.to_dict() for r in reports], "failures": failures, "passed": not failures})
     else:
         for rep in reports:
+            console.err.print(rep.path, markup=False, soft_wrap=True)  # a plain line: never wrapped or parsed
             console.err.print(_table(rep))
     for line in failures:
         console.err.print(f"rgba: check failed: {line}", soft_wrap=True, markup=False)
@@ -59,7 +62,7 @@ def _table(rep):
     def share(x: float) -> str:
         return f"{x:.4f}"
 
-    t = Table(title=rep.path, title_justify="left", show_header=False, box=None, padding=(0, 2))
+    t = Table(show_header=False, box=None, padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
     codec = rep.codec or "?"

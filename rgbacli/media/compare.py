@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from rgbacli.errors import UsageError
+from rgbacli.errors import RgbaError, UsageError
 from rgbacli.media.clip import premultiply
 
 METRICS = ("alpha-iou", "alpha-mae", "psnr", "ssim")
@@ -102,7 +102,11 @@ def psnr_from_mse(mse: float) -> float:
 def ssim_frames(pa: list[np.ndarray], pb: list[np.ndarray]) -> list[float]:
     """Mean SSIM of each pair of uint8 (H, W, 3) frames, through kornia (imported here: it is slow)."""
     import torch
-    from kornia.metrics import ssim
+
+    try:
+        from kornia.metrics import ssim
+    except ImportError:
+        raise RgbaError("SSIM needs the kornia package (pip install kornia), or leave ssim out of --metric") from None
 
     h, w = pa[0].shape[:2]
     window = min(SSIM_WINDOW, 2 * min(h, w) - 1)  # reflect padding needs more than window // 2 pixels
