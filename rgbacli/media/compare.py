@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from rgbacli.errors import RgbaError, UsageError
+from rgbacli.errors import MediaError, RgbaError, UsageError
 from rgbacli.media.clip import premultiply
 
 METRICS = ("alpha-iou", "alpha-mae", "psnr", "ssim")
@@ -303,6 +303,8 @@ def compare_files(a: str | os.PathLike, b: str | os.PathLike, *, metrics: list[s
             i += 1
             if on_frame:
                 on_frame(i, sa.n_frames)
+        if i == 0:  # the readers refuse empty files; a guard so the summary never sees zero frames
+            raise MediaError(f"{a}: contains no frames")
         flush_ssim()
         if worst_pic is not None:
             with open_writer(diff, fps=sa.fps, force=force) as w:
