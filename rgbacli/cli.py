@@ -13,7 +13,7 @@ import sys
 import click
 import typer
 
-from rgbacli.commands import codec, composite, generate, models, train
+from rgbacli.commands import codec, compare, composite, generate, inspect, models, train
 from rgbacli.errors import RgbaError
 
 app = typer.Typer(
@@ -35,6 +35,8 @@ app.command("generate")(generate.generate)
 app.command("encode")(codec.encode)
 app.command("decode")(codec.decode)
 app.command("composite")(composite.composite)
+app.command("inspect")(inspect.inspect)
+app.command("compare")(compare.compare)
 app.command("models")(models.models)
 app.add_typer(train.train_app, name="train")
 
