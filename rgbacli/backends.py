@@ -72,6 +72,10 @@ class Backend:
         """Final latents → (B, 4, T, H, W) straight RGBA in [0, 1] ((B, 3, …) RGB with ``rgba=False``)."""
         raise NotImplementedError
 
+    def decode_alpha(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents → (B, 1, T, H, W) alpha in [0, 1] alone (cheaper: the subject's mask while sampling)."""
+        raise NotImplementedError
+
 
 @BACKENDS.register("wan-alpha")
 class WanAlphaBackend(Backend):
@@ -84,6 +88,9 @@ class WanAlphaBackend(Backend):
 
     def decode(self, latents, rgba=True):
         return self.vae.decode(latents) if rgba else self.vae.decode_rgb_only(latents)
+
+    def decode_alpha(self, latents):
+        return self.vae.decode_alpha_only(latents)
 
 
 @BACKENDS.register("alpha-tokens")
@@ -105,9 +112,14 @@ class AlphaTokenBackend(Backend):
         return self.transformer(x, timestep, text)
 
     def decode(self, latents, rgba=True):
+        rgb = self.vae.decode_rgb(self.half(latents, 0))
+        return torch.cat([rgb, self.decode_alpha(latents)], dim=1) if rgba else rgb
+
+    def decode_alpha(self, latents):
+        return self.vae.decode_rgb(self.half(latents, 1)).mean(dim=1, keepdim=True)
+
+    @staticmethod
+    def half(latents: torch.Tensor, which: int) -> torch.Tensor:
+        """The RGB (0) or alpha (1) half of `[RGB ; alpha]` latents (B, C, 2t, h, w)."""
         t = latents.shape[2] // 2
-        rgb = self.vae.decode_rgb(latents[:, :, :t])
-        if not rgba:
-            return rgb
-        alpha = self.vae.decode_rgb(latents[:, :, t:]).mean(dim=1, keepdim=True)
-        return torch.cat([rgb, alpha], dim=1)
+        return latents[:, :, t * which: t * (which + 1)]

@@ -13,7 +13,7 @@ import sys
 import click
 import typer
 
-from rgbacli.commands import codec, compare, composite, generate, inspect, models, train
+from rgbacli.commands import codec, compare, composite, generate, inspect, models, story, train
 from rgbacli.errors import RgbaError
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ def _root() -> None:
 
 
 app.command("generate")(generate.generate)
+app.command("story")(story.story)
 app.command("encode")(codec.encode)
 app.command("decode")(codec.decode)
 app.command("composite")(composite.composite)

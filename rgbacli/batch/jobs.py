@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from rgbacli.batch.plan import Job
+from rgbacli.batch.story import run_story
 from rgbacli.errors import RgbaError
 from rgbacli.fsutil import check_output
 from rgbacli.media import Clip, write_clip, write_contact_sheet, write_preview_mp4
@@ -89,3 +90,5 @@ def run_generate(engine, job: Job, progress: Callable[[int, int], None]) -> dict
         "alpha_mean": round(float(alpha.mean()), 4), "alpha_coverage": round(float((alpha > 0.5).float().mean()), 4),
         "alpha": "premultiplied" if opts.get("premultiplied") else "straight",
     }
+
+JOB_KINDS.add("story", run_story)

@@ -27,7 +27,7 @@ from torch import nn
 
 from rgbacli.errors import WeightsError
 from rgbacli.fsutil import atomic_output
-from rgbacli.models.attention import attach, Behaviour, blocks_of, context_of, WrapsDiT
+from rgbacli.models.attention import Behaviour, WrapsDiT, attach, blocks_of, context_of, merge_masks
 from rgbacli.weights.io import check_state_dict, load_state_dict
 
 
@@ -93,7 +93,7 @@ class AlphaTokens(Behaviour):
         if call.video_start == 0 or self.text_attends_alpha:  # Wan: text is in attn2, nothing to mask
             return key, value, mask
         blocked = alpha_attention_mask(call.video_start, call.video_len, query.device)
-        return key, value, blocked if mask is None else blocked & mask.bool()
+        return key, value, merge_masks(blocked, mask)
 
 
 def alpha_attention_mask(text_len: int, video_len: int, device=None) -> torch.Tensor:

@@ -10,8 +10,9 @@ compose on the same attention, and ``Attachment.remove()`` takes exactly those o
     prepare → project (linear hooks) → RoPE → kv hooks → attend (wrapped by attend hooks)
             → + extra outputs → output projection (linear hook on to_out)
 
-Hook tensors use one layout for both families: heads are (B, S, H, D); masks are boolean
-(True = may attend) and broadcast to (B, H, S_q, S_k).
+Hook tensors use one layout for both families: heads are (B, S, H, D); masks broadcast to
+(B, H, S_q, S_k) and are boolean (True = may attend) or float (added to the logits: a bias, with
+−inf blocking); :func:`merge_masks` combines either kind.
 
 Sections: 1. RoPE and frame layouts · 2. the shared context of one DiT · 3. behaviours and the
 call record · 4. staged processors · 5. attach / detach · 6. generic behaviours.
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "apply_wan_rotary", "FrameLayout", "frame_mask",
+    "apply_wan_rotary", "FrameLayout", "frame_mask", "merge_masks", "as_bias",
     "AttentionContext", "context_of", "blocks_of", "WrapsDiT", "unwrap",
     "AttnCall", "Behaviour", "WanStagedProcessor", "CogVideoXStagedProcessor",
     "Attachment", "attach", "processors",
@@ -75,6 +76,22 @@ def frame_mask(layout: FrameLayout, motion_off: torch.Tensor) -> torch.Tensor:
     ids = layout.frame_ids(motion_off.device)
     same = ids[:, None] == ids[None, :]
     return (same[None] | ~motion_off.bool()[:, None, None])[:, None]
+
+
+def as_bias(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A mask as an additive logit bias: a boolean one becomes 0 / −inf, a float one stays."""
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+    return mask.to(dtype)
+
+
+def merge_masks(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    """Both masks at once: boolean AND when both are boolean, else the sum of their biases."""
+    if a is None or b is None:
+        return b if a is None else a
+    if a.dtype == torch.bool and b.dtype == torch.bool:
+        return a & b
+    return as_bias(a) + as_bias(b)
 
 
 # --------------------------------------------------------------------------- 2. shared context
@@ -265,7 +282,7 @@ class _StagedProcessor:
         q, k, v = (t.transpose(1, 2).float() for t in (query, key, value))
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
         if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
+            scores = scores + as_bias(mask) if mask.dtype != torch.bool else scores.masked_fill(~mask, float("-inf"))
         probs = scores.softmax(dim=-1)
         self.last_attention_probs = probs.detach()
         return (probs @ v).transpose(1, 2).type_as(query)
@@ -399,16 +416,17 @@ def processors(model: nn.Module, role: str = "attn1") -> list:
 
 
 def _broadcast_mask(mask: torch.Tensor | None, batch: int, sq: int, sk: int, device) -> torch.Tensor:
-    """A hook mask (any broadcastable shape, or None = all True) as (B, h, S_q, S_k) bool."""
+    """A hook mask (any broadcastable shape, or None = all allowed) as (B, h, S_q, S_k)."""
     if mask is None:
         return torch.ones(batch, 1, sq, sk, dtype=torch.bool, device=device)
     heads = mask.shape[-3] if mask.ndim >= 3 else 1
-    return torch.broadcast_to(mask.bool(), (batch, heads, sq, sk))
+    return torch.broadcast_to(mask, (batch, heads, sq, sk))
 
 
 def extend_kv(query, key, value, mask, extra_key, extra_value, extra_mask=None):
     """``key``/``value`` with ``extra_*`` (B, N, H, D) appended along the sequence, and the mask
-    grown to match (own part as given, extra part ``extra_mask`` (B, [h,] S_q, N) or all allowed)."""
+    grown to match: the own part as given, the extra part ``extra_mask`` (B, [h,] S_q, N; boolean or
+    a float bias) or all allowed."""
     k = torch.cat([key, extra_key.to(key.dtype)], dim=1)
     v = torch.cat([value, extra_value.to(value.dtype)], dim=1)
     if mask is None and extra_mask is None:
@@ -417,6 +435,8 @@ def extend_kv(query, key, value, mask, extra_key, extra_value, extra_mask=None):
     own = _broadcast_mask(mask, b, sq, sk, query.device)
     extra = _broadcast_mask(None if extra_mask is None else
                             (extra_mask[:, None] if extra_mask.ndim == 3 else extra_mask), b, sq, n, query.device)
+    if own.dtype != torch.bool or extra.dtype != torch.bool:
+        own, extra = as_bias(own), as_bias(extra)
     heads = max(own.shape[1], extra.shape[1])
     return k, v, torch.cat([own.expand(b, heads, sq, sk), extra.expand(b, heads, sq, n)], dim=-1)
 
@@ -424,8 +444,8 @@ def extend_kv(query, key, value, mask, extra_key, extra_value, extra_mask=None):
 class ExternalKV(Behaviour):
     """Keys/values from elsewhere appended to a self-attention's own (after RoPE): the hook a story
     bank reads through. ``source(call, key, value)`` returns ``None`` (nothing to add this call) or
-    ``(extra_key, extra_value, extra_mask)`` with heads (B, N, H, D) and an optional bool mask
-    (B, S_q, N)."""
+    ``(extra_key, extra_value, extra_mask)`` with heads (B, N, H, D) and an optional mask
+    (B, S_q, N), boolean or a float bias."""
 
     def __init__(self, source: Callable):
         self.source = source

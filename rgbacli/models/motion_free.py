@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from rgbacli.models.attention import Behaviour, attach, context_of, frame_mask, processors
+from rgbacli.models.attention import Behaviour, attach, context_of, frame_mask, merge_masks, processors
 
 __all__ = [
     "FrameMask",
@@ -71,7 +71,7 @@ class FrameMask(Behaviour):
         extra = key.shape[1] - query.shape[1]
         if extra:
             own = torch.cat([own, own.new_ones(*own.shape[:-1], extra)], dim=-1)
-        return own if mask is None else own & mask.bool()
+        return merge_masks(own, mask)
 
     @staticmethod
     def _group(x: torch.Tensor, layout) -> torch.Tensor:

@@ -420,6 +420,10 @@ class RGBAVAE(nn.Module):
         """RGB decoder only (B,3,T,H,W): the plain-RGB cost, for measuring the RGBA overhead."""
         return self._collect(z, ("rgb",), True)
 
+    def decode_alpha_only(self, z: torch.Tensor) -> torch.Tensor:
+        """Alpha decoder only (B,1,T,H,W): the subject's mask without the RGB decoder's cost."""
+        return self._collect(z, ("alpha",), True)
+
     def forward(self, rgba: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Reconstruction for training: encode (random render colour) → decode without clamping."""
         return self.decode(self.encode(rgba, generator=generator), clamp=False)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rgbacli.models.attention import Attachment, Behaviour, attach
+from rgbacli.models.attention import Attachment, Behaviour, attach, merge_masks
 
 
 def text_key_mask(encoder_hidden_states: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,7 @@ class TextKeyMask(Behaviour):
         if text_mask.shape != key.shape[:2]:
             raise ValueError(f"text mask {tuple(text_mask.shape)} does not match the text {tuple(key.shape[:2])}")
         text_mask = text_mask[:, None, None, :].to(query.device)  # (B, 1, 1, L) over heads and queries
-        return key, value, text_mask if mask is None else text_mask & mask.bool()
+        return key, value, merge_masks(text_mask, mask)
 
 
 def enable_text_mask(transformer: nn.Module) -> Attachment:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from rgbacli.errors import UsageError
 
 SOLVERS = ("unipc", "euler", "cogvideox-ddim")
@@ -24,3 +26,21 @@ def make_scheduler(solver: str, shift: float, num_train_timesteps: int = 1000):
         return CogVideoXDDIMScheduler(prediction_type="v_prediction", timestep_spacing="trailing",
                                       rescale_betas_zero_snr=True, snr_shift_scale=1.0)
     raise UsageError(f"unknown solver '{solver}' (use one of: {', '.join(SOLVERS)})")
+
+
+def predicted_x0(scheduler, step: int, timestep, sample, model_output):
+    """The clean-latent estimate behind one step's prediction: `sample − σ·v` for flow matching
+    (the velocity v = ε − x0), `√ᾱ·x − √(1−ᾱ)·v` for v-prediction DDPM-style schedulers."""
+    if getattr(scheduler.config, "prediction_type", None) == "v_prediction":
+        a = scheduler.alphas_cumprod.to(sample.device)[int(timestep)]
+        return a.sqrt() * sample - (1 - a).sqrt() * model_output
+    return sample - scheduler.sigmas[step].to(sample.device) * model_output
+
+
+def x0_coefficient(scheduler, step: int):
+    """How much of the clean latent is in the sample at `step` (index into the schedule; the
+    last index is the end): `1 − σ` for flow matching, `√ᾱ` for v-prediction schedulers."""
+    if getattr(scheduler.config, "prediction_type", None) == "v_prediction":
+        ts = scheduler.timesteps
+        return scheduler.alphas_cumprod[int(ts[step])].sqrt() if step < len(ts) else torch.tensor(1.0)
+    return 1 - scheduler.sigmas[step]

@@ -22,7 +22,7 @@ from rgbacli.models.attention import context_of
 from rgbacli.models.motion_free import enable_motion_free
 from rgbacli.pipelines.guidance import GuidancePlan
 from rgbacli.pipelines.params import GenerateParams, params_from_sampling
-from rgbacli.pipelines.schedulers import make_scheduler
+from rgbacli.pipelines.schedulers import make_scheduler, predicted_x0
 
 # callback_on_step_end(pipeline, step, timestep, values) -> dict of replacements (e.g. {"latents": …})
 StepCallback = Callable[["TextToRGBAPipeline", int, torch.Tensor, dict], dict]
@@ -64,12 +64,13 @@ class TextToRGBAPipeline:
         return backend.latent_channels, t, p.height // sf, p.width // sf
 
     # ------------------------------------------------------------------ steps
-    def encode_prompt(self, prompts: list[str], negatives: list[str], plan: GuidancePlan):
-        """(text (B, L, D), unconditional text (B, L, D) or None when the plan needs none)."""
+    def encode_prompt(self, prompts: list[str], negatives: list[str], plan: GuidancePlan, warn: bool = True):
+        """(text (B, L, D), unconditional text (B, L, D) or None when the plan needs none); `warn`:
+        the tiny encoder names words it cannot read (a caller that said so once passes False)."""
         eng = self.engine
         with eng.on_device(eng.component("text_encoder")) as te:
-            text = te.encode(prompts)[0].to(eng.device, eng.dtype)
-            uncond = te.encode(negatives)[0].to(eng.device, eng.dtype) if plan.needs_uncond_text else None
+            text = te.encode(prompts, warn=warn)[0].to(eng.device, eng.dtype)
+            uncond = te.encode(negatives, warn=warn)[0].to(eng.device, eng.dtype) if plan.needs_uncond_text else None
         return text, uncond
 
     def prepare_latents(self, p: GenerateParams, seeds: list[int]) -> torch.Tensor:
@@ -85,9 +86,11 @@ class TextToRGBAPipeline:
                 callback_on_step_end: StepCallback | None = None, progress=None) -> torch.Tensor:
         """The flow-matching loop: one batched DiT forward per step (all guidance passes), `cond` (extra
         conditioning, batch first) replicated for every pass and visible to attention behaviours as
-        `context.values["cond"]`; after each step `callback_on_step_end` may replace the latents."""
+        `context.values["cond"]`; after each step `callback_on_step_end` sees the new `latents`, the
+        `sample` the step started from, the guided `prediction` and the `x0` estimate behind it, and
+        may return replacement `latents`."""
         eng, backend = self.engine, self.engine.backend
-        scheduler = make_scheduler(p.solver, p.shift)
+        scheduler = self.scheduler = make_scheduler(p.solver, p.shift)  # step callbacks may read its schedule
         scheduler.set_timesteps(p.steps, device=eng.device)
         latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
         with eng.on_device(backend.transformer) as model:
@@ -100,10 +103,12 @@ class TextToRGBAPipeline:
                         out = backend.predict(batch.latents, timestep.expand(len(batch.latents)).to(eng.device),
                                               batch.text)
                     pred = plan.combine(out.float())
+                    sample = latents
                     latents = scheduler.step(pred, timestep, latents, return_dict=False)[0]
                     if callback_on_step_end is not None:
-                        latents = callback_on_step_end(self, i, timestep, {"latents": latents, "prediction": pred}
-                                                       ).get("latents", latents)
+                        values = {"latents": latents, "prediction": pred, "sample": sample,
+                                  "x0": predicted_x0(scheduler, i, timestep, sample, pred)}
+                        latents = callback_on_step_end(self, i, timestep, values).get("latents", latents)
                     if progress is not None:
                         progress(i + 1, len(scheduler.timesteps))
             finally:
@@ -130,8 +135,8 @@ class TextToRGBAPipeline:
         return self.generate_batch([p], progress, decode, cond, callback_on_step_end)[0]
 
     def generate_batch(self, params: list[GenerateParams], progress=None, decode: str = "rgba",
-                       cond: dict | None = None, callback_on_step_end: StepCallback | None = None
-                       ) -> list[GenerateResult]:
+                       cond: dict | None = None, callback_on_step_end: StepCallback | None = None,
+                       warn: bool = True) -> list[GenerateResult]:
         """Generate clips that share their sampling settings (see `GenerateParams.sampling_key`) as one
         batch; each keeps its own prompt, negative prompt and seed."""
         if not params:
@@ -147,7 +152,7 @@ class TextToRGBAPipeline:
         timings["load_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         plan = GuidancePlan.build(p.guidance, p.motion_guidance)
-        text, uncond = self.encode_prompt([q.prompt for q in params], [q.negative for q in params], plan)
+        text, uncond = self.encode_prompt([q.prompt for q in params], [q.negative for q in params], plan, warn)
         timings["text_s"] = time.perf_counter() - t0
 
         latents = self.prepare_latents(p, [q.seed for q in params])

@@ -81,3 +81,15 @@ def load_strict(module: nn.Module, sd: Mapping[str, torch.Tensor], what: str = "
     """`module.load_state_dict(sd, strict=True)` after :func:`check_state_dict` (one-line errors)."""
     check_state_dict({k: v.shape for k, v in module.state_dict().items()}, sd, what)
     module.load_state_dict(dict(sd), strict=True, assign=assign)
+
+
+def module_fingerprint(module: nn.Module, sample: int = 8) -> str:
+    """A short hash of a model: every tensor's name, shape and dtype, and its first `sample` values
+    (cheap even for a 14B model, and different for any two trainings or initialisations)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.detach().flatten()[:sample].to("cpu", torch.float64).numpy().tobytes())
+    return h.hexdigest()[:16]
