@@ -271,3 +271,18 @@ def test_story_runs_on_the_alpha_token_backend():
     assert with_csa.banks["Kit"].tokens() > 0
     assert [r.frames.shape for r in with_csa.panels] == [(5, 64, 64, 4)] * 3
     assert (with_csa.panels[2].frames - plain.panels[2].frames).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("bad", ["Milo/kv/0/1/kv", "Milo/kv/0/1/", "Milo/anchor/mode"])
+def test_character_file_with_a_foreign_key_is_one_error(tmp_path, bad):
+    import json as _json
+
+    from rgbacli.errors import WeightsError
+    from rgbacli.models.consistent_attention import BANK_FORMAT, load_banks
+    from rgbacli.weights.io import save_safetensors
+
+    chars = {"Milo": {"description": "a jellyfish", "meta": {}, "images": 0}}
+    path = save_safetensors({bad: torch.zeros(1, 2, 2, 4)}, tmp_path / "cast.safetensors",
+                            metadata={"format": BANK_FORMAT, "characters": _json.dumps(chars)})
+    with pytest.raises(WeightsError, match="unexpected key"):
+        load_banks(path)

@@ -282,7 +282,7 @@ class _StagedProcessor:
         q, k, v = (t.transpose(1, 2).float() for t in (query, key, value))
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
         if mask is not None:
-            scores = scores + as_bias(mask) if mask.dtype != torch.bool else scores.masked_fill(~mask, float("-inf"))
+            scores = scores + as_bias(mask, scores.dtype)
         probs = scores.softmax(dim=-1)
         self.last_attention_probs = probs.detach()
         return (probs @ v).transpose(1, 2).type_as(query)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from rgbacli.errors import WeightsError
-from rgbacli.models.attention import Attachment, Behaviour, attach, extend_kv
+from rgbacli.models.attention import Attachment, Behaviour, as_bias, attach, extend_kv
 from rgbacli.weights.io import load_state_dict, read_metadata, save_safetensors
 
 __all__ = ["CSAConfig", "IdentityBank", "StoryState", "ConsistentSelfAttention", "attach_csa",
@@ -124,7 +124,7 @@ def load_banks(path: str | Path) -> dict[str, IdentityBank]:
         try:
             if parts[0] not in banks:
                 raise KeyError
-            if parts[1] == "kv" and len(parts) == 5 and parts[4] in "kv":
+            if parts[1] == "kv" and len(parts) == 5 and parts[4] in ("k", "v"):
                 kv.setdefault((parts[0], int(parts[2]), int(parts[3])), {})[parts[4]] = t
             elif parts[1] == "anchor" and len(parts) == 3 and parts[2] in ("mean", "std"):
                 anchors.setdefault(parts[0], {})[parts[2]] = t
@@ -255,9 +255,7 @@ class ConsistentSelfAttention(Behaviour):
     @staticmethod
     def _bias(allowed: torch.Tensor, weight: float) -> torch.Tensor:
         """Boolean allowed-mask, or with a bank weight the float bias log w / −inf."""
-        if weight == 1.0:
-            return allowed
-        return torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf")).to(allowed.device) + math.log(weight)
+        return allowed if weight == 1.0 else as_bias(allowed) + math.log(weight)
 
 
 def attach_csa(transformer, config: CSAConfig) -> Attachment:
