@@ -253,12 +253,16 @@ def check_files(preset: Preset, weights_dir=None, files: list[WeightFile] | None
         return
     root = weights_root(weights_dir)
     searched = ", ".join(str(r) for r in search_roots(weights_dir)) or "no --weights-dir or RGBA_WEIGHTS set"
+    commands = download_commands(missing, weights_dir)
+    if len(missing) == 1 and not commands:  # one file, nothing to download: one line
+        wf = missing[0]
+        raise WeightsError(f"preset '{preset.name}' needs {wf.path} for {wf.role}, not found (it belongs in "
+                           f"{root / wf.path}; searched: {searched}; the Hugging Face cache)")
     lines = [f"preset '{preset.name}' is missing {len(missing)} of {len(files)} weight files "
              f"(searched: {searched}; the Hugging Face cache):"]
     for wf in missing:
         repo = f" from {wf.repo}" if wf.repo else ""
         lines.append(f"  {wf.role}: {wf.path}{repo} → {root / wf.path}")
-    commands = download_commands(missing, weights_dir)
     if commands:
         lines.append("to fetch them" + ("" if search_roots(weights_dir) else f" (then set RGBA_WEIGHTS={root})") + ":")
         lines += [f"  {c}" for c in commands]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import disk_full_after
 
 from rgbacli.cli import main
 from rgbacli.media import Clip, read_clip, write_clip
@@ -273,18 +274,8 @@ def test_row9_nan_latents_are_refused(capsys):
 
 
 def test_row9_disk_full_on_a_png_sequence(capsys, monkeypatch):
-    import rgbacli.media.write as write_mod
-
     _latents(capsys)
-    real, calls = write_mod._write_bytes, []
-
-    def fill_up(path, data):
-        calls.append(path)
-        if len(calls) == 3:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        real(path, data)
-
-    monkeypatch.setattr(write_mod, "_write_bytes", fill_up)
+    disk_full_after(monkeypatch, 3)
     code, _, err = rgba(["decode", "z.safetensors", "-o", "back.%04d.png"], capsys)
     assert code == 1 and "No space left on device" in error_line(err)
     assert sorted(os.listdir(".")) == ["in.mkv", "z.safetensors"]  # no frame of the sequence is left

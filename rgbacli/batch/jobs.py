@@ -57,6 +57,8 @@ def run_job(engine, job: Job, on_event: OnEvent | None = None) -> dict:
         entry.update(status="ok", seconds=summary["seconds"], timings=summary["timings"], summary=summary)
     except Exception as e:  # any failure is this item's alone; stop signals (SystemExit) and Ctrl-C pass
         entry.update(status="failed", error=describe_failure(e), error_kind=failure_kind(e))
+        if entry["error_kind"] == "memory":
+            _release_memory()
     emit(Event("finished", job, entry=entry))
     return entry
 
@@ -81,6 +83,17 @@ def failure_kind(e: BaseException) -> str:
     if isinstance(e, MemoryError) or "out of memory" in str(e).lower() or type(e).__name__ == "OutOfMemoryError":
         return "memory"
     return "internal"
+
+
+def _release_memory() -> None:
+    """After an out-of-memory item, hand cached GPU blocks back so the next item starts clean."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def make_parent(output: str) -> None:
