@@ -20,6 +20,7 @@ from torch import nn
 
 from rgbacli.errors import UsageError
 from rgbacli.models.alpha_tokens import AlphaTokenTransformer
+from rgbacli.models.rgba_vae import soft_render
 from rgbacli.pipelines.params import Limits
 from rgbacli.registry import Registry
 
@@ -91,6 +92,11 @@ class Backend:
         """One DiT forward: the flow-matching velocity (or the scheduler's target) for ``x``."""
         raise NotImplementedError
 
+    def encode(self, rgba: torch.Tensor) -> torch.Tensor:
+        """(B, 4, T, H, W) straight RGBA in [0, 1] → the normalised latents the DiT samples
+        (`rgba encode`; decode() is its inverse)."""
+        raise NotImplementedError
+
     def decode(self, latents: torch.Tensor, rgba: bool = True) -> torch.Tensor:
         """Final latents → (B, 4, T, H, W) straight RGBA in [0, 1] ((B, 3, …) RGB with ``rgba=False``)."""
         raise NotImplementedError
@@ -108,6 +114,9 @@ class WanAlphaBackend(Backend):
 
     def predict(self, x, timestep, text):
         return self.transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=text, return_dict=False)[0]
+
+    def encode(self, rgba):
+        return self.vae.encode(rgba)
 
     def decode(self, latents, rgba=True):
         return self.vae.decode(latents) if rgba else self.vae.decode_rgb_only(latents)
@@ -133,6 +142,12 @@ class AlphaTokenBackend(Backend):
 
     def predict(self, x, timestep, text):
         return self.transformer(x, timestep, text)
+
+    def encode(self, rgba):
+        """RGB over black (premultiplied) and alpha as grey, each through the plain VAE, in time order
+        [RGB ; alpha] (the layout the alpha tokens were trained on)."""
+        rgb, alpha = soft_render(rgba, "black"), rgba[:, 3:4].expand(-1, 3, -1, -1, -1)
+        return torch.cat([self.vae.encode_rgb(rgb), self.vae.encode_rgb(alpha)], dim=2)
 
     def decode(self, latents, rgba=True):
         rgb = self.vae.decode_rgb(self.half(latents, 0))

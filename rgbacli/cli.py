@@ -85,6 +85,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         sys.stderr.write(f"rgba: error: {e}\n")
         sys.exit(e.exit_code)
+    except OSError as e:  # the environment (disk full, read-only, permissions), not a bug
+        if debug:
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        sys.stderr.write(f"rgba: error: {where}{e.strerror or e}\n")
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.stderr.write("rgba: interrupted\n")
         sys.exit(130)

@@ -19,7 +19,7 @@ from rgbacli import components
 from rgbacli.backends import BACKENDS, Backend
 from rgbacli.device import resolve_device, resolve_dtype
 from rgbacli.errors import UsageError
-from rgbacli.presets import Preset, load_preset
+from rgbacli.presets import Preset, check_files, load_preset, resolve_files
 
 
 class Engine:
@@ -63,6 +63,15 @@ class Engine:
                 torch.cuda.empty_cache()
 
     # ----------------------------------------------------------------- components
+    def check_weights(self, sections: list[str] | None = None) -> None:
+        """Before any work: every required weight file of these sections (default: all) is here,
+        else one WeightsError naming each missing file, its repository, its folder and the download
+        command per repository."""
+        files = resolve_files(self.preset, self.weights_dir)
+        if sections is not None:
+            files = [f for f in files if f.role.split(".")[0] in sections]
+        check_files(self.preset, self.weights_dir, files)
+
     def has(self, name: str) -> bool:
         """Whether the preset has a `[name]` section."""
         return name in self.preset.components

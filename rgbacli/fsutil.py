@@ -13,7 +13,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from rgbacli.errors import OutputExistsError, RgbaError
+from rgbacli.errors import OutputExistsError, RgbaError, UsageError
 
 # Live temporary paths (str → True for a folder). Plain dict operations are atomic under the GIL;
 # no lock, so a signal handler running on top of any code can read it without deadlocking.
@@ -39,6 +39,26 @@ def check_output(path: str | os.PathLike, force: bool, error: type[RgbaError] = 
     return path
 
 
+def check_not_input(output: str | os.PathLike, inputs, what: str = "output") -> None:
+    """Refuse an output that is one of the inputs, or lies inside an input folder: the run would
+    replace (or add frames to) what it is still reading. A UsageError (exit 2) naming both."""
+    out = Path(os.path.abspath(output))
+    out_real = out.resolve()
+    for src in inputs:
+        s = Path(os.path.abspath(src))
+        s_real = s.resolve()
+        same = out == s or out_real == s_real
+        if not same and out.exists() and s.exists():
+            try:
+                same = os.path.samefile(out, s)
+            except OSError:
+                same = False
+        inside = s.is_dir() and (s_real == out_real.parent or s_real in out_real.parents)
+        if same or inside:
+            where = "is" if same else "is inside"
+            raise UsageError(f"the {what} {output} {where} the input {src}; write it somewhere else")
+
+
 def reason(e: BaseException) -> str:
     """The human part of an OS error ("No space left on device"), without errno or temp names."""
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
@@ -46,17 +66,19 @@ def reason(e: BaseException) -> str:
 
 def make_temp(parent: Path, prefix: str, suffix: str = "", directory: bool = False,
               error: type[RgbaError] = RgbaError, what: str | os.PathLike = "") -> Path:
-    """Create and register a temporary file or folder in `parent` (removed by discard_temp)."""
-    try:
-        if directory:
-            tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-        else:
-            fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=parent)
-            os.close(fd)
-            tmp = Path(name)
-    except OSError as e:
-        raise error(f"{what or parent}: cannot create a temporary file in {parent} ({reason(e)})") from None
-    _LIVE[str(tmp)] = directory
+    """Create and register a temporary file or folder in `parent` (removed by discard_temp).
+    A stop signal cannot fall between creating it and registering it (it would stay behind)."""
+    with signals_deferred():
+        try:
+            if directory:
+                tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+            else:
+                fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=parent)
+                os.close(fd)
+                tmp = Path(name)
+        except OSError as e:
+            raise error(f"{what or parent}: cannot create a temporary file in {parent} ({reason(e)})") from None
+        _LIVE[str(tmp)] = directory
     return tmp
 
 
@@ -182,6 +204,6 @@ def _default_mode(path: Path) -> None:
 
 
 __all__ = [
-    "atomic_output", "check_output", "discard_temp", "forget_temp", "install_signal_cleanup", "make_temp",
+    "atomic_output", "check_not_input", "check_output", "discard_temp", "forget_temp", "install_signal_cleanup", "make_temp",
     "reason", "remove_live_temps", "signals_deferred", "stopped_by_signal",
 ]

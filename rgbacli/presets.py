@@ -193,16 +193,80 @@ def resolve_files(preset: Preset, weights_dir=None) -> list[WeightFile]:
 
 
 def require(preset: Preset, role: str, weights_dir=None) -> Path | None:
-    """The path of one required file, or a WeightsError naming the file and the preset."""
-    for wf in resolve_files(preset, weights_dir):
+    """The path of one required file, or a WeightsError naming it and every other missing file of
+    its section (see check_files)."""
+    files = resolve_files(preset, weights_dir)
+    for wf in files:
         if wf.role == role:
             if wf.found is None and not wf.optional:
-                where = ", ".join(str(r) for r in search_roots(weights_dir)) or "no --weights-dir/RGBA_WEIGHTS set"
-                repo = f" (from {wf.repo})" if wf.repo else ""
-                raise WeightsError(f"preset '{preset.name}' needs {wf.path}{repo} for {role}, "
-                                   f"not found (searched: {where}; HF cache)")
+                section = role.split(".")[0]
+                check_files(preset, weights_dir, [f for f in files if f.role.split(".")[0] == section])
             return wf.found
     return None
+
+
+def weights_root(weights_dir=None) -> Path:
+    """Where missing files should go: --weights-dir, else the first RGBA_WEIGHTS folder, else
+    ~/rgba-weights (then to be named in RGBA_WEIGHTS)."""
+    roots = search_roots(weights_dir)
+    return roots[0] if roots else Path.home() / "rgba-weights"
+
+
+def _in_repo(wf: WeightFile) -> str:
+    """The file's path inside its repository ("Repo/sub" in a preset is "sub" inside Repo)."""
+    parts = Path(wf.path).parts
+    if len(parts) > 1 and wf.repo and parts[0] == wf.repo.split("/")[-1]:
+        return str(Path(*parts[1:]))
+    return wf.path
+
+
+def download_commands(missing: list[WeightFile], weights_dir=None) -> list[str]:
+    """One `huggingface-cli download REPO FILE… --local-dir DIR` line per repository, in the order
+    the files were named; folders (diffusers components, tokenizers) are `--include 'dir/*'`."""
+    import shlex
+
+    root = weights_root(weights_dir)
+    by_repo: dict[tuple[str, Path], list[str]] = {}
+    for wf in missing:
+        if not wf.repo or Path(wf.path).is_absolute():
+            continue
+        inner = _in_repo(wf)
+        local = root / Path(wf.path).parts[0] if inner != wf.path else root
+        by_repo.setdefault((wf.repo, local), []).append(inner)
+    lines = []
+    for (repo, local), names in by_repo.items():
+        files = [n for n in names if Path(n).suffix]
+        folders = [f"{n}/*" for n in names if not Path(n).suffix]
+        args = ["huggingface-cli", "download", repo, *files]
+        if folders:
+            args += ["--include", *folders]
+        lines.append(shlex.join(args + ["--local-dir", str(local)]))
+    return lines
+
+
+def check_files(preset: Preset, weights_dir=None, files: list[WeightFile] | None = None) -> None:
+    """Every required file present, else one WeightsError that names each missing file with its
+    repository and the folder it belongs in, then the download command per repository."""
+    files = resolve_files(preset, weights_dir) if files is None else files
+    missing = [f for f in files if f.found is None and not f.optional]
+    if not missing:
+        return
+    root = weights_root(weights_dir)
+    searched = ", ".join(str(r) for r in search_roots(weights_dir)) or "no --weights-dir or RGBA_WEIGHTS set"
+    commands = download_commands(missing, weights_dir)
+    if len(missing) == 1 and not commands:  # one file, nothing to download: one line
+        wf = missing[0]
+        raise WeightsError(f"preset '{preset.name}' needs {wf.path} for {wf.role}, not found (it belongs in "
+                           f"{root / wf.path}; searched: {searched}; the Hugging Face cache)")
+    lines = [f"preset '{preset.name}' is missing {len(missing)} of {len(files)} weight files "
+             f"(searched: {searched}; the Hugging Face cache):"]
+    for wf in missing:
+        repo = f" from {wf.repo}" if wf.repo else ""
+        lines.append(f"  {wf.role}: {wf.path}{repo} → {root / wf.path}")
+    if commands:
+        lines.append("to fetch them" + ("" if search_roots(weights_dir) else f" (then set RGBA_WEIGHTS={root})") + ":")
+        lines += [f"  {c}" for c in commands]
+    raise WeightsError("\n".join(lines))
 
 
 def default_preset(weights_dir=None) -> str:

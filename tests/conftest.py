@@ -104,3 +104,22 @@ def run_wan(model, x, t, ctx):
     """One no-grad forward of a diffusers Wan DiT; the prediction tensor."""
     with torch.no_grad():
         return model(x, t, ctx, return_dict=False)[0]
+
+
+def disk_full_after(monkeypatch, n: int) -> list:
+    """Make the n-th frame file a sequence writer writes fail with ENOSPC (a disk that fills up);
+    returns the list of paths it was asked to write."""
+    import errno
+
+    import rgbacli.media.write as write_mod
+
+    real, calls = write_mod._write_bytes, []
+
+    def fill_up(path, data):
+        calls.append(path)
+        if len(calls) == n:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, data)
+
+    monkeypatch.setattr(write_mod, "_write_bytes", fill_up)
+    return calls

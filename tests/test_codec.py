@@ -62,7 +62,7 @@ def test_cli_encode_decode_roundtrip(cli, tmp_path, tiny_preset):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00garbage")
     r = cli("decode", bad, "-o", tmp_path / "o3.mkv", "--preset", tiny_preset)
-    assert r.returncode == 1 and "cannot read latents file" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 1 and "is not a safetensors file" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = cli("encode", tmp_path / "missing.mov", "-o", tmp_path / "z2.safetensors", "--preset", tiny_preset)
     assert r.returncode != 0 and "missing.mov" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "z2.safetensors").exists()

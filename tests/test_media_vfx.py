@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import disk_full_after
 
 from rgbacli.errors import MediaError, OutputExistsError, UsageError
 from rgbacli.media import Clip, matte_path, open_frames, open_writer, read_clip, run_composite, write_clip, write_matte
@@ -427,17 +428,7 @@ def test_disk_full_single_file(tmp_path, monkeypatch, name):
 
 @pytest.mark.parametrize("name", ["o.%04d.png", "o.%04d.exr", "o.%04d.tif", "folder"])
 def test_disk_full_sequence(tmp_path, monkeypatch, name):
-    import rgbacli.media.write as write_mod
-
-    real, calls = write_mod._write_bytes, []
-
-    def fill_up(path, data):
-        calls.append(path)
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        real(path, data)
-
-    monkeypatch.setattr(write_mod, "_write_bytes", fill_up)
+    disk_full_after(monkeypatch, 2)
     with pytest.raises(MediaError, match="writing failed \\(No space left on device\\)"):
         write_clip(Clip(U8), tmp_path / name)
     assert os.listdir(tmp_path) == []

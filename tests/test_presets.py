@@ -50,7 +50,8 @@ def test_weight_search_order_and_hf_cache(tmp_path, monkeypatch):
     snap = tmp_path / "hub" / "models--Wan-AI--Wan2.1-T2V-14B-Diffusers" / "snapshots" / "abc" / "vae"
     snap.mkdir(parents=True)
     assert require(p, "vae") == snap
-    with pytest.raises(WeightsError, match=r"preset 'wan-alpha-14b' needs epoch-13-1500.safetensors"):
+    with pytest.raises(WeightsError, match=r"preset 'wan-alpha-14b' is missing 3 of 3 .*\n.*\n  transformer\.dora\[0\]: "
+                       r"epoch-13-1500\.safetensors from htdong/Wan-Alpha"):
         require(p, "transformer.dora[0]")
     files = {f.role: f for f in resolve_files(p)}
     assert files["vae.encoder"].optional and files["vae.encoder"].found is None

@@ -17,8 +17,8 @@ from rgbacli.batch.plan import Job
 from rgbacli.batch.story import run_story
 from rgbacli.errors import RgbaError
 from rgbacli.fsutil import check_output
-from rgbacli.media import Clip, write_clip, write_contact_sheet, write_preview_mp4
-from rgbacli.media.write import check_writable
+from rgbacli.media import Clip, matte_path, write_clip, write_contact_sheet, write_matte, write_preview_mp4
+from rgbacli.media.write import check_delivery, check_writable
 from rgbacli.pipelines.t2v import GenerateParams, TextToRGBAPipeline
 from rgbacli.registry import Registry
 
@@ -57,6 +57,8 @@ def run_job(engine, job: Job, on_event: OnEvent | None = None) -> dict:
         entry.update(status="ok", seconds=summary["seconds"], timings=summary["timings"], summary=summary)
     except Exception as e:  # any failure is this item's alone; stop signals (SystemExit) and Ctrl-C pass
         entry.update(status="failed", error=describe_failure(e), error_kind=failure_kind(e))
+        if entry["error_kind"] == "memory":
+            _release_memory()
     emit(Event("finished", job, entry=entry))
     return entry
 
@@ -81,6 +83,17 @@ def failure_kind(e: BaseException) -> str:
     if isinstance(e, MemoryError) or "out of memory" in str(e).lower() or type(e).__name__ == "OutOfMemoryError":
         return "memory"
     return "internal"
+
+
+def _release_memory() -> None:
+    """After an out-of-memory item, hand cached GPU blocks back so the next item starts clean."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def make_parent(output: str) -> None:
@@ -109,11 +122,19 @@ def run_generate(engine, job: Job, progress: Callable[[int, int], None]) -> dict
     extras = preview_paths(out) if opts.get("preview") else []
     for extra in extras:
         check_output(extra, opts.get("force", False))
+    delivery = {"bit_depth": opts.get("bit_depth"), "start_number": opts.get("start_number")}
+    check_delivery(out, **delivery)
+    matte = str(matte_path(out)) if opts.get("matte") else None
+    if matte is not None:
+        check_writable(matte, opts.get("force", False))
     params = GenerateParams(**job.params)
     t0 = time.perf_counter()
     result = TextToRGBAPipeline(engine)(params, progress=progress)
     clip = Clip(frames=result.frames.numpy(), fps=params.fps, had_alpha=True)
-    path = write_clip(clip, out, force=opts.get("force", False), premultiplied=opts.get("premultiplied", False))
+    path = write_clip(clip, out, force=opts.get("force", False), premultiplied=opts.get("premultiplied", False),
+                      **delivery)
+    if matte is not None:
+        write_matte(clip, matte, force=opts.get("force", False), **delivery)
     if extras:
         write_preview_mp4(clip, extras[0], force=opts.get("force", False))
         write_contact_sheet(clip, extras[1], force=opts.get("force", False))
@@ -125,6 +146,7 @@ def run_generate(engine, job: Job, progress: Callable[[int, int], None]) -> dict
         "timings": {k: round(v, 3) for k, v in result.timings.items()}, "passes_per_step": result.passes_per_step,
         "alpha_mean": round(float(alpha.mean()), 4), "alpha_coverage": round(float((alpha > 0.5).float().mean()), 4),
         "alpha": "premultiplied" if opts.get("premultiplied") else "straight",
+        **({"matte": matte} if matte else {}),
     }
 
 JOB_KINDS.add("story", run_story)

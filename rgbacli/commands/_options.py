@@ -19,3 +19,12 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outp
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
 PremultipliedOpt = Annotated[bool, typer.Option("--premultiplied", help="Media use premultiplied (associated) "
                                                 "alpha, not straight: inputs are read and outputs written so.")]
+# Delivery options of commands that write media (wired to rgbacli.media's writers).
+StartNumberOpt = Annotated[Optional[int], typer.Option("--start-number", help="First frame number of an image-sequence "
+                           "output (e.g. 1001).  \\[default: 1]")]
+BitDepthOpt = Annotated[Optional[int], typer.Option("--bit-depth", help="Bits per channel of PNG/TIFF (8 or 16) and "
+                        "EXR (16 half, 32 float) outputs.  \\[default: PNG 8, TIFF 16, EXR 16]")]
+MatteOpt = Annotated[bool, typer.Option("--matte", help="Also write the alpha alone as a greyscale clip or "
+                     "sequence beside the output (shot.mov → shot.matte.mov, shot.%04d.exr → shot.matte.%04d.exr).")]
+InputFpsOpt = Annotated[Optional[float], typer.Option("--input-fps", help="Frame rate of image-sequence inputs "
+                        "(folders, name.%04d.png); videos keep their own.  \\[default: 24]")]

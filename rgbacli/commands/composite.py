@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from rgbacli.commands._options import ForceOpt, JsonOpt, PremultipliedOpt
+from rgbacli.commands._options import (BitDepthOpt, ForceOpt, InputFpsOpt, JsonOpt, MatteOpt, PremultipliedOpt,
+                                       StartNumberOpt)
 from rgbacli.errors import UsageError
 
 
@@ -31,14 +32,22 @@ def composite(
                         "be negative). Give once for all FGs or once per FG.  \\[default: 0,0]")] = None,
     scale: Annotated[Optional[list[float]], typer.Option("--scale", help="Resize the FG by this factor (filtered in "
                      "premultiplied space, so edges stay clean). Once or once per FG.  \\[default: 1]")] = None,
-    start: Annotated[Optional[list[int]], typer.Option("--start", help="Output frame at which the FG enters. Once or "
+    enter: Annotated[Optional[list[int]], typer.Option("--enter", help="Output frame at which the FG enters. Once or "
                      "once per FG.  \\[default: 0]")] = None,
+    start: Annotated[int, typer.Option("--start", help="Trim: the first frame of the composite that is written "
+                     "(0 is its start).")] = 0,
+    duration: Annotated[Optional[int], typer.Option("--duration", help="Trim: how many frames to write from --start "
+                        "(default: to the end).")] = None,
     fit: Annotated[str, typer.Option("--fit", help="When clips differ in length the output lasts as long as the "
                    "longest; shorter ones 'loop' or 'hold' their last frame.")] = "loop",
     fps: Annotated[Optional[float], typer.Option("--fps", help="Output frame rate; other rates are resampled (frame on "
                    "screen at each timestamp).  \\[default: the background's, else the first FG's]")] = None,
     size: Annotated[Optional[str], typer.Option("--size", help="Canvas WxH for a colour background.  "
                     "\\[default: first FG's size]")] = None,
+    input_fps: InputFpsOpt = None,
+    start_number: StartNumberOpt = None,
+    bit_depth: BitDepthOpt = None,
+    matte: MatteOpt = False,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
     premultiplied: PremultipliedOpt = False,
@@ -48,6 +57,7 @@ def composite(
     Over a translucent background the result keeps alpha: αo = αf + αb·(1−αf).
     """
     from rgbacli import console
+    from rgbacli.media import matte_path
     from rgbacli.media.composite import run_composite
 
     if fit not in ("loop", "hold"):
@@ -63,11 +73,13 @@ def composite(
             bar.update(task, completed=done, total=total if total and total >= done else None)
 
         summary = run_composite([str(f) for f in fg], over, str(output), positions=positions, scales=scale or None,
-                                starts=start or None, fit=fit, fps=fps, size=canvas, force=force,
-                                premultiplied=premultiplied, on_frame=tick)
+                                starts=enter or None, fit=fit, fps=fps, size=canvas, force=force,
+                                premultiplied=premultiplied, on_frame=tick, input_fps=input_fps,
+                                trim_start=start, trim_frames=duration, start_number=start_number,
+                                bit_depth=bit_depth, matte=str(matte_path(output)) if matte else None)
     if json_out:
         console.print_json(summary)
     else:
         w, h = summary["size"]
         console.info(f"wrote {summary['output']} ({summary['frames']} frames, {w}x{h}, {summary['fps']:g} fps, "
-                     f"{summary['seconds']:.1f} s)")
+                     f"{summary['seconds']:.1f} s)" + (f"; matte {summary['matte']}" if "matte" in summary else ""))

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from rgbacli.commands._options import (DeviceOpt, DtypeOpt, ForceOpt, JsonOpt, OffloadOpt, PremultipliedOpt,
-                                       PresetOpt, WeightsDirOpt)
+from rgbacli.commands._options import (BitDepthOpt, DeviceOpt, DtypeOpt, ForceOpt, JsonOpt, MatteOpt, OffloadOpt,
+                                       PremultipliedOpt, PresetOpt, StartNumberOpt, WeightsDirOpt)
 from rgbacli.console import info, print_json, progress, warn
 from rgbacli.errors import UsageError
 
@@ -42,6 +42,9 @@ def generate(
     preview: Annotated[bool, typer.Option("--preview", help="Also write <out>.preview.mp4 (checkerboard) "
                        "and <out>.sheet.png (contact sheet).")] = False,
     premultiplied: PremultipliedOpt = False,
+    start_number: StartNumberOpt = None,
+    bit_depth: BitDepthOpt = None,
+    matte: MatteOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     offload: OffloadOpt = False,
@@ -71,13 +74,15 @@ def generate(
     engine = Engine(chosen, device=device, dtype=dtype, offload=offload, weights_dir=weights_dir)
     if preset is None:
         info(f"rgba: using preset '{engine.preset.name}' (pass --preset to choose)")
-    options = dict(preview=preview, premultiplied=premultiplied, force=force)
+    options = dict(preview=preview, premultiplied=premultiplied, force=force, start_number=start_number,
+                   bit_depth=bit_depth, matte=matte)
     if prompts is not None:  # the flags shared by every item: one usage error before any work
         from rgbacli.pipelines.params import params_from_sampling
 
         params_from_sampling(engine.preset.sampling, "batch", seed=seed, **common).validate(_limits(engine))
 
     if prompts is None:
+        engine.check_weights()  # every missing file at once, before any work
         job = generate_job(0, 0, prompt, seed, output or default_output(prompt), common, engine.preset.sampling, options)
         summary = _run_one(engine, job)
         summary["preset"] = engine.preset.name

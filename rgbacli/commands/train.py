@@ -49,6 +49,21 @@ def _check(out: Path, minutes: float | None, threads: int | None, clips: int | N
         discover(data)
 
 
+def _writable_run(out: Path) -> None:
+    """Create the run folder and prove it takes files, else one line naming it (read-only, full...)."""
+    import tempfile
+
+    from rgbacli.errors import RgbaError
+    from rgbacli.fsutil import reason
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise RgbaError(f"--out {out}: cannot write the run folder ({reason(e)})") from None
+
+
 def _run(stage: str, fn, as_json: bool, threads: int | None = None, **kw) -> None:
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -56,7 +71,7 @@ def _run(stage: str, fn, as_json: bool, threads: int | None = None, **kw) -> Non
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    kw["run"].mkdir(parents=True, exist_ok=True)
+    _writable_run(kw["run"])
     t0 = time.perf_counter()
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                    TimeElapsedColumn(), console=err, disable=not err.is_terminal)

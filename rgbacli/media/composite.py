@@ -19,6 +19,7 @@ from PIL import Image
 
 from rgbacli import console
 from rgbacli.errors import MediaError, UsageError
+from rgbacli.fsutil import check_not_input
 from rgbacli.media.blend import over, place  # noqa: F401  (re-exported)
 from rgbacli.media.clip import Clip, premultiply, to_uint8, unpremultiply
 from rgbacli.media.color import looks_like_color, parse_color
@@ -209,8 +210,11 @@ def run_composite(fg_paths: list[str], bg: str, out: str, *, positions: list[tup
     if trim_frames is not None and (isinstance(trim_frames, bool) or not isinstance(trim_frames, int)
                                     or trim_frames < 1):
         raise UsageError(f"trim length must be a whole number of frames ≥ 1, got {trim_frames!r}")
+    inputs = list(fg_paths) + ([bg] if Path(bg).exists() or not looks_like_color(bg) else [])
+    check_not_input(out, inputs)
     check_writable(out, force)
     if matte is not None:
+        check_not_input(matte, inputs, "matte")
         check_writable(matte, force)
         if Path(matte).resolve() == Path(out).resolve():
             raise UsageError(f"the matte {matte} cannot be the output itself")

@@ -316,6 +316,14 @@ def check_writable(path: str | os.PathLike, force: bool = False, n_frames: int |
     return fmt
 
 
+def check_delivery(path: str | os.PathLike, bit_depth: int | None = None, start_number: int | None = None) -> None:
+    """Before any work: the bit depth and start number suit this output's format (UsageError)."""
+    p = Path(path)
+    fmt = formats.detect(p, for_write=True)
+    _codec_for(p, fmt, bit_depth, True, False)
+    _first_number(p, fmt, start_number)
+
+
 def _codec_for(p: Path, fmt: formats.Format, bit_depth: int | None, linear: bool, matte: bool) -> ImageCodec | None:
     """The still-image codec of an image output (None for video/animation formats); checks bit_depth."""
     kind = formats.IMAGE_KIND.get(fmt.name)

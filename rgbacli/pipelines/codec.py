@@ -29,9 +29,16 @@ def pad_frames(frames: np.ndarray, multiple: int = 4) -> np.ndarray:
     return np.concatenate([frames, np.repeat(frames[-1:], padded - t, axis=0)], axis=0)
 
 
+def vae_backend(engine):
+    """The preset's backend around its VAE alone (encode and decode need no DiT)."""
+    return engine.backend_class(None, engine.component("vae"))
+
+
 def encode_clip(engine, clip, progress=None) -> tuple[torch.Tensor, dict]:
-    """Clip → (normalised latents (1, z, t, h, w), metadata) with the engine's RGBA VAE."""
-    vae = engine.component("vae")
+    """Clip → (normalised latents (1, z, t, h, w), metadata) through the preset's backend: the RGBA
+    VAE (wan-alpha), or `[RGB ; alpha]` from the plain VAE (alpha-tokens, t doubled)."""
+    backend = vae_backend(engine)
+    vae = backend.vae
     if getattr(vae, "encoder_ready", True) is False:
         raise RgbaError(f"preset '{engine.preset.name}' has decoder weights only; encoding needs the full "
                         "RGBA VAE (merge block), e.g. Wan-Alpha-VAE.bin")
@@ -42,7 +49,7 @@ def encode_clip(engine, clip, progress=None) -> tuple[torch.Tensor, dict]:
     frames = pad_frames(to_float(clip.frames))
     rgba = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None]
     with torch.no_grad(), engine.on_device(vae):
-        z = vae.encode(rgba.to(engine.device))
+        z = backend.encode(rgba.to(engine.device))
     meta = {
         "format": LATENTS_FORMAT, "preset": engine.preset.name, "fps": float(clip.fps),
         "width": clip.width, "height": clip.height, "frames": clip.n_frames, "padded_frames": frames.shape[0],
@@ -53,18 +60,24 @@ def encode_clip(engine, clip, progress=None) -> tuple[torch.Tensor, dict]:
 
 
 def save_latents(path: Path, z: torch.Tensor, meta: dict) -> None:
-    from safetensors.torch import save_file
+    """Write a latents file (header in a fixed order: same latents → same bytes)."""
+    from rgbacli.weights.io import safetensors_bytes
 
-    save_file({"latents": z.contiguous()}, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
+    Path(path).write_bytes(safetensors_bytes({"latents": z}, {k: json.dumps(v) for k, v in sorted(meta.items())}))
 
 
 def load_latents(path: str | Path) -> tuple[torch.Tensor, dict]:
     """Read a latents file, checking it is one of ours; corrupt files are a one-line error."""
     from safetensors import safe_open
 
+    from rgbacli.weights.io import is_safetensors
+
     path = Path(path)
     if not path.is_file():
         raise RgbaError(f"latents file {path} does not exist")
+    if not is_safetensors(path):
+        raise RgbaError(f"{path} is not a safetensors file (latents files are made by `rgba encode`; "
+                        "pickles are never loaded)")
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
@@ -77,16 +90,20 @@ def load_latents(path: str | Path) -> tuple[torch.Tensor, dict]:
         meta = {}
     if z is None or meta.get("format") != LATENTS_FORMAT:
         raise RgbaError(f"{path} is not an rgbacli latents file (made by `rgba encode`)")
+    bad = int((~torch.isfinite(z)).sum())
+    if bad:
+        raise RgbaError(f"{path}: {bad} of {z.numel()} latent values are NaN or infinite; refusing to decode them")
     return z, meta
 
 
 def check_latents(engine, z: torch.Tensor, meta: dict) -> None:
     """The latents must come from this preset and have the geometry its metadata claims."""
-    vae = engine.component("vae")
+    backend = vae_backend(engine)
+    vae = backend.vae
     if meta.get("preset") != engine.preset.name:
         raise UsageError(f"these latents were made with preset '{meta.get('preset')}', not "
                          f"'{engine.preset.name}' (pass --preset {meta.get('preset')})")
-    expect_t = 1 + (int(meta["padded_frames"]) - 1) // vae.temporal_factor
+    expect_t = (1 + (int(meta["padded_frames"]) - 1) // vae.temporal_factor) * backend.copies
     expect = (1, vae.latent_channels, expect_t, meta["height"] // vae.spatial_factor,
               meta["width"] // vae.spatial_factor)
     if tuple(z.shape) != expect:
@@ -96,12 +113,18 @@ def check_latents(engine, z: torch.Tensor, meta: dict) -> None:
 
 def decode_latents(engine, z: torch.Tensor, meta: dict, progress=None) -> np.ndarray:
     """Latents → straight RGBA float frames (T, H, W, 4), trimmed to the true frame count."""
-    vae = engine.component("vae")
+    backend = vae_backend(engine)
+    vae = backend.vae
     chunks = []
     with torch.no_grad(), engine.on_device(vae):
-        for i, frame in enumerate(vae.iter_decode(z.to(engine.device))):
-            chunks.append(frame.float().cpu())
+        if hasattr(vae, "iter_decode"):  # the RGBA VAE streams frame by frame
+            for i, frame in enumerate(vae.iter_decode(z.to(engine.device))):
+                chunks.append(frame.float().cpu())
+                if progress:
+                    progress(i + 1, z.shape[2])
+        else:
+            chunks.append(backend.decode(z.to(engine.device)).float().cpu())
             if progress:
-                progress(i + 1, z.shape[2])
+                progress(z.shape[2], z.shape[2])
     video = torch.cat(chunks, dim=2)[0, :, : int(meta["frames"])]
     return video.permute(1, 2, 3, 0).numpy()

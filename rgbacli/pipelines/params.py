@@ -67,10 +67,11 @@ class GenerateParams:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def validate(self, limits: Limits | None = None) -> "GenerateParams":
+    def validate(self, limits: Limits | None = None, prompt: bool = True) -> "GenerateParams":
         """Refuse values no model can sample, before any work: a UsageError (exit 2) of one line
-        naming the option and its limit. Without `limits` only the model-independent rules run."""
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
+        naming the option and its limit. Without `limits` only the model-independent rules run;
+        `prompt=False` skips the prompt (a shape check for settings shared by several prompts)."""
+        if prompt and (not isinstance(self.prompt, str) or not self.prompt.strip()):
             raise UsageError("the prompt is empty (give some text to generate from)")
         _whole(self.seed, "--seed", 0, SEED_MAX, "0 to 2**63-1")
         _whole(self.steps, "--steps", 1, 10_000, "from 1 to 10000")

@@ -54,7 +54,7 @@ class TextToRGBAPipeline:
         """(channels, latent frames, latent height, latent width) of one clip's noise."""
         backend = self.engine.backend  # loads the VAE and the DiT (once per engine)
         tf, sf = backend.temporal_factor, backend.spatial_factor
-        p.validate(backend.limits(self.engine.preset.name))  # one line naming the limit (exit 2)
+        p.validate(backend.limits(self.engine.preset.name), prompt=False)  # one line naming the limit (exit 2)
         t = 1 + math.ceil((p.frames - 1) / tf)  # decode ≥ frames, then trim
         return backend.latent_channels, t, p.height // sf, p.width // sf
 

@@ -43,15 +43,46 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise WeightsError(f"cannot read weights file {path}: {e}".splitlines()[0]) from None
 
 
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """A .safetensors file's bytes with its header in a fixed order (metadata keys sorted): the
+    library writes metadata from a hash map whose order changes from run to run, so the same
+    tensors and metadata would otherwise give different bytes."""
+    import json
+
+    from safetensors.torch import save
+
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | dict(sorted(header.items()))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the format keeps the data 8-byte aligned
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
+
+
 def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write tensors (and string metadata) to `path` through a temporary sibling and a rename, so an
     interrupted save never leaves a truncated weights file where a good one was (callers decide
-    beforehand whether `path` may be replaced)."""
-    from safetensors.torch import save_file
-
+    beforehand whether `path` may be replaced). Same tensors and metadata → same bytes."""
     with atomic_output(path, force=True) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        tmp.write_bytes(safetensors_bytes(tensors, metadata))
     return Path(path)
+
+
+def is_safetensors(path: str | Path) -> bool:
+    """Whether the file starts like a safetensors file (an 8-byte header length, then a JSON object
+    that fits in the file): a pickle or any other format is recognised before parsing."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = Path(path).stat().st_size
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 2 <= n <= size - 8 and head[8:9] == b"{"
 
 
 # ----------------------------------------------------------------------------- strict loading
