@@ -19,3 +19,15 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outp
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
 PremultipliedOpt = Annotated[bool, typer.Option("--premultiplied", help="Media use premultiplied (associated) "
                                                 "alpha, not straight: inputs are read and outputs written so.")]
+
+# Batch executors (`--prompts` and the other batch forms): rgbacli/commands/_batch.py reads them.
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="Batch: local (this process) or ray (one loaded "
+                                          "engine per Ray worker; needs pip install \"rgbacli[ray]\").")]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Batch on Ray: auto or HOST:PORT of "
+                                                      "a running cluster (default: start a local one).")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Batch on Ray: workers, each with one "
+                                                   "loaded engine (default: one per GPU, else 1).")]
+GpusPerWorkerOpt = Annotated[Optional[float], typer.Option("--gpus-per-worker", help="Batch on Ray: GPUs per "
+                                                           "worker (default: 1 when the cluster has GPUs, else 0).")]
+MaxRetriesOpt = Annotated[int, typer.Option("--max-retries", help="Batch on Ray: times an item is retried on a "
+                                            "new worker after its worker died.")]

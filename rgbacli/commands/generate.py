@@ -8,8 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from rgbacli.commands._options import (DeviceOpt, DtypeOpt, ForceOpt, JsonOpt, OffloadOpt, PremultipliedOpt,
-                                       PresetOpt, WeightsDirOpt)
+from rgbacli.commands._batch import BatchTarget, open_executor
+from rgbacli.commands._options import (DeviceOpt, DtypeOpt, ExecutorOpt, ForceOpt, GpusPerWorkerOpt, JsonOpt,
+                                       MaxRetriesOpt, OffloadOpt, PremultipliedOpt, PresetOpt, RayAddressOpt,
+                                       WeightsDirOpt, WorkersOpt)
 from rgbacli.console import info, print_json, progress, warn
 from rgbacli.errors import UsageError
 
@@ -39,6 +41,11 @@ def generate(
     resume: Annotated[bool, typer.Option("--resume", help="Batch: skip items already done per the manifest.")] = False,
     manifest: Annotated[Optional[str], typer.Option("--manifest", help="Batch: manifest path "
                         "(default: manifest.json beside the outputs).")] = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = None,
+    max_retries: MaxRetriesOpt = 2,
     preview: Annotated[bool, typer.Option("--preview", help="Also write <out>.preview.mp4 (checkerboard) "
                        "and <out>.sheet.png (contact sheet).")] = False,
     premultiplied: PremultipliedOpt = False,
@@ -60,6 +67,7 @@ def generate(
 
     if (prompt is None) == (prompts is None):
         raise UsageError("give a PROMPT or --prompts FILE (exactly one)")
+    target = BatchTarget(executor, ray_address, workers, gpus_per_worker, max_retries).check(batch=prompts is not None)
     width = height = None
     if size is not None:
         width, height = parse_size(size)
@@ -83,7 +91,9 @@ def generate(
             info(f"wrote {summary['output']} ({summary['frames']} frames {summary['size']}, "
                  f"{summary['seconds']:.1f}s, preset {engine.preset.name})")
         return
-    raise typer.Exit(_run_batch(engine, prompts, output, seed, common, options, resume, manifest, as_json))
+    placement = dict(device=device, dtype=dtype, offload=offload, weights_dir=weights_dir)
+    raise typer.Exit(_run_batch(engine, prompts, output, seed, common, options, resume, manifest, as_json,
+                                target, placement))
 
 
 def _run_one(engine, job) -> dict:
@@ -104,10 +114,11 @@ def _read_prompts(source: str) -> str:
         raise UsageError(f"cannot read prompt file {source}: {e.strerror}") from None
 
 
-def _run_batch(engine, prompts_arg, pattern, seed, common, options, resume, manifest_arg, as_json) -> int:
-    """Every item of a prompt file through the local executor; a failing item is recorded and the rest run."""
+def _run_batch(engine, prompts_arg, pattern, seed, common, options, resume, manifest_arg, as_json,
+               target=None, placement=None) -> int:
+    """Every item of a prompt file through the chosen executor (local, or Ray workers); a failing
+    item is recorded and the rest run."""
     from rgbacli.batch.driver import run_batch
-    from rgbacli.batch.executor import LocalExecutor
     from rgbacli.batch.plan import plan_generate
 
     if pattern is None:
@@ -118,7 +129,11 @@ def _run_batch(engine, prompts_arg, pattern, seed, common, options, resume, mani
     manifest_path = Path(manifest_arg) if manifest_arg else Path(pattern).parent / "manifest.json"
     header = {"preset": engine.preset.name, "device": str(engine.device)}
     with progress() as bar:
-        doc = run_batch(LocalExecutor(engine), jobs, manifest_path, resume, header, _reporter(bar))
+        executor, on_event = open_executor(target, engine, bar, _reporter(bar), **(placement or {}))
+        try:
+            doc = run_batch(executor, jobs, manifest_path, resume, header, on_event)
+        finally:
+            executor.close()
     if as_json:
         print_json({**doc, "manifest": str(manifest_path)})
     else:

@@ -1,0 +1,115 @@
+"""Choosing where a batch runs (`--executor local|ray` and the Ray options), shared by every
+command with a batch form, and the driver's progress display for workers.
+
+The command builds a `BatchTarget` from its options first (usage errors, and the missing-extra
+line, before any model loads), then `open_executor` gives the executor and the event callback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rgbacli.console import info, warn
+from rgbacli.errors import UsageError
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class BatchTarget:
+    """Where a batch runs: `executor` is local or ray; the rest only apply to ray."""
+
+    executor: str = "local"
+    ray_address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float | None = None
+    max_retries: int = 2
+
+    def check(self, batch: bool) -> "BatchTarget":
+        """Usage errors for the options themselves (exit 2, one line); Ray's absence is one too."""
+        if self.executor not in EXECUTORS:
+            raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}, not '{self.executor}'")
+        if self.executor == "local":
+            given = [flag for flag, value, default in (
+                ("--ray-address", self.ray_address, None), ("--workers", self.workers, None),
+                ("--gpus-per-worker", self.gpus_per_worker, None), ("--max-retries", self.max_retries, 2))
+                if value != default]
+            if given:
+                raise UsageError(f"{given[0]} needs --executor ray")
+            return self
+        if not batch:
+            raise UsageError("--executor ray runs batches: give --prompts FILE")
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"--workers must be at least 1, not {self.workers}")
+        if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
+            raise UsageError(f"--gpus-per-worker must be 0 or more, not {self.gpus_per_worker:g}")
+        if self.max_retries < 0:
+            raise UsageError(f"--max-retries must be 0 or more, not {self.max_retries}")
+        from rgbacli.batch.ray_executor import require_ray
+
+        require_ray()
+        return self
+
+
+def open_executor(target: BatchTarget | None, engine, bar, on_event, *, device="auto", dtype="auto",
+                  offload=False, weights_dir=None):
+    """(executor, on_event) for a batch; the caller closes the executor (`finally: ex.close()`)."""
+    from rgbacli.batch.executor import LocalExecutor
+
+    if target is None or target.executor == "local":
+        return LocalExecutor(engine), on_event
+    from rgbacli.batch.ray_executor import EngineSpec, RayExecutor
+
+    display = WorkerDisplay(bar)
+    spec = EngineSpec(engine.preset, device=device, dtype=dtype, offload=offload, weights_dir=weights_dir)
+    executor = RayExecutor(spec, address=target.ray_address, workers=target.workers,
+                           gpus_per_worker=target.gpus_per_worker, max_retries=target.max_retries,
+                           on_worker=display.on_worker)
+    info("rgba: starting a local Ray" if target.ray_address is None else f"rgba: joining Ray at {target.ray_address}")
+    executor.start()
+    info(f"rgba: {executor.workers} Ray worker(s), {executor.gpus_per_worker:g} GPU and "
+         f"{executor.cpus_per_worker:g} CPU each (ready in {executor.startup_seconds:.1f}s)")
+    return executor, display.wrap(on_event)
+
+
+class WorkerDisplay:
+    """One progress line per worker (loading, idle, item and step, dead) and one for the batch."""
+
+    def __init__(self, bar):
+        self.bar = bar
+        self.rows: dict[int, int] = {}
+        self.done = self.failed = 0
+        self.summary = bar.add_task(self._label(), total=None)
+
+    def _label(self) -> str:
+        return f"items: {self.done} done, {self.failed} failed"
+
+    def on_worker(self, wid: int, state: str, job, detail: str) -> None:
+        what = {"loading": "loading the engine", "idle": f"idle {detail}".strip(), "dead": detail,
+                "running": f"[{job.index}] '{job.prompt[:24]}' {detail}".rstrip() if job else "running"}[state]
+        label = f"  worker {wid}: {what}"
+        if wid not in self.rows:
+            self.rows[wid] = self.bar.add_task(label, total=None)
+        else:
+            self.bar.update(self.rows[wid], description=label)
+        if state == "dead":
+            warn(detail)
+
+    def wrap(self, on_event):
+        """The command's reporter gets finished and skipped items (its lines); the worker rows show
+        what runs where, so per-item bars are not drawn."""
+
+        def handle(event) -> None:
+            if event.kind == "retry":
+                warn(f"item {event.job.index} goes to another worker (attempt {event.entry['attempt'] + 1})")
+                return
+            if event.kind not in ("finished", "skipped"):
+                return
+            ok = event.kind == "skipped" or event.entry.get("status") == "ok"
+            self.done += ok
+            self.failed += not ok
+            self.bar.update(self.summary, description=self._label())
+            if on_event is not None:
+                on_event(event)
+
+        return handle
