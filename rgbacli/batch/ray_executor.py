@@ -264,14 +264,18 @@ class RayExecutor(Executor):
 
         attempts: dict[int, list[str]] = {}
         load_deaths = 0
-        for _ in range(min(self.workers, len(pending))):
+        while self._live() < min(self.workers, len(pending)):  # workers of an earlier run() stay loaded
             self._spawn()
         try:
+            self._dispatch(pending, emit)
             while True:
                 live = [s for s in self.slots.values() if s.state != "dead"]
                 if not pending and not any(s.state == "running" for s in live):
                     break
                 refs = {s.ref: s for s in live if s.ref is not None}
+                if not refs:  # nothing loading or running, yet items wait: a fresh worker
+                    self._spawn()
+                    continue
                 ready, _ = ray.wait(list(refs), num_returns=1, timeout=self.poll_seconds)
                 if not ready:
                     self._poll_progress(emit)
@@ -310,9 +314,8 @@ class RayExecutor(Executor):
                                      "error": f"{reason}; gave up after {len(tries)} attempts"}
                             emit(Event("finished", job, entry=entry))
                             yield job, entry
-                    live_count = sum(s.state != "dead" for s in self.slots.values())
-                    if pending and live_count < min(self.workers, len(pending) + self._busy()):
-                        self._spawn()
+                    if pending and self._live() < min(self.workers, len(pending) + self._busy()):
+                        self._spawn()  # a new worker (Ray does not restart ours: max_restarts=0)
                 else:
                     if job is None:  # loaded
                         slot.info = result
@@ -326,6 +329,9 @@ class RayExecutor(Executor):
                 self._dispatch(pending, emit)
         finally:
             self._stop_running()
+
+    def _live(self) -> int:
+        return sum(s.state != "dead" for s in self.slots.values())
 
     def _busy(self) -> int:
         return sum(s.state == "running" for s in self.slots.values())
