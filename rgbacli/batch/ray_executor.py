@@ -91,7 +91,10 @@ class _Worker:
         t0 = time.perf_counter()
         self.engine = self.spec.build()
         load_engine(self.engine)
-        return {"pid": os.getpid(), "device": str(self.engine.device), "seconds": round(time.perf_counter() - t0, 3)}
+        import torch
+
+        return {"pid": os.getpid(), "device": str(self.engine.device), "threads": torch.get_num_threads(),
+                "seconds": round(time.perf_counter() - t0, 3)}
 
     def run(self, job: Job) -> dict:
         def on_event(event: Event) -> None:
@@ -232,6 +235,26 @@ class RayExecutor(Executor):
                                   max_concurrency=2)(_Worker)
         self.gpus_per_worker, self.cpus_per_worker = gpw, cpw
         self.startup_seconds = time.perf_counter() - t0
+
+    def warm_up(self) -> float:
+        """Start every worker and wait until each has loaded its engine (else the first items wait
+        for them); the seconds it took."""
+        t0 = time.perf_counter()
+        self.start()
+        while self._live() < self.workers:
+            self._spawn()
+        from ray.exceptions import RayTaskError
+
+        for slot in self.slots.values():
+            if slot.state == "loading":
+                try:
+                    slot.info = self.ray.get(slot.ref)
+                except RayTaskError as e:
+                    cause = getattr(e, "cause", None) or e
+                    raise RgbaError(f"Ray worker could not load the engine: {_first_line(cause)}") from None
+                slot.state, slot.ref = "idle", None
+                self.on_worker(slot.wid, "idle", None, slot.info.get("device", ""))
+        return time.perf_counter() - t0
 
     def _spawn(self) -> _Slot:
         wid, self._next_wid = self._next_wid, self._next_wid + 1
