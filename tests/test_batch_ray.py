@@ -5,6 +5,7 @@ the driver is interrupted, and the one-line message where Ray is not installed."
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -107,14 +108,17 @@ def test_an_item_whose_worker_dies_past_max_retries_fails_alone_with_the_reason(
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.apng", "manifest.json"]
 
 
-def test_resume_on_the_local_executor_after_the_ray_driver_is_interrupted(tmp_path, ray_cluster, local_reference):
+def test_resume_on_the_local_executor_after_the_ray_driver_is_interrupted(tmp_path, ray_cluster, executor,
+                                                                          local_reference):
     preset, reference, _ = local_reference
+    executor.close()  # its workers hold the test cluster's 2 CPUs; the CLI's worker needs one
     preset_path = write_test_preset(tmp_path)
     (tmp_path / "p.txt").write_text(PROMPTS)
     args = ["generate", "--prompts", "p.txt", "-o", "out/{index}.apng", "--preset", str(preset_path), "--seed", "5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RGBA_WEIGHTS": ""}  # one thread: 2 cores shared by CI
     proc = subprocess.Popen([sys.executable, "-m", "rgbacli", *args, "--executor", "ray", "--ray-address",
                              ray_cluster, "--workers", "1"], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=env)
     manifest = tmp_path / "out" / "manifest.json"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.poll() is None:  # stop the driver once item 0 is done
@@ -130,7 +134,7 @@ def test_resume_on_the_local_executor_after_the_ray_driver_is_interrupted(tmp_pa
     assert 0 in done and 3 not in done
     assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # nothing half-written
 
-    again = run_cli(*args, "--resume", "--json", cwd=tmp_path)
+    again = run_cli(*args, "--resume", "--json", cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
     assert again.returncode == 1, again.stderr  # item 2 is a bad line
     summary = json.loads(again.stdout)
     assert [e["index"] for e in summary["items"] if e.get("skipped")] == done

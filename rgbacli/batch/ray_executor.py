@@ -24,6 +24,7 @@ from rgbacli.batch.executor import Executor
 from rgbacli.batch.jobs import Event, preview_paths, run_job
 from rgbacli.batch.plan import Job
 from rgbacli.errors import RgbaError, UsageError
+from rgbacli.fsutil import signals_deferred
 
 INSTALL_HINT = "--executor ray needs Ray, an optional extra: pip install \"rgbacli[ray]\" (or .venv/bin/pip install -e '.[ray]')"
 # Environment a worker needs to find weights the way the driver does (for an existing cluster,
@@ -126,6 +127,24 @@ class _Slot:
 OnWorker = Callable[[int, str, "Job | None", str], None]  # (worker id, state, job, detail)
 
 
+def _signal_handlers() -> dict:
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore_signal_handlers(handlers: dict) -> None:
+    """Put back the handlers `ray.init` replaced (Ray's own SIGTERM handler aborts the process),
+    so that a stop signal still removes temporaries and leaves the manifest whole."""
+    import signal
+
+    for signum, handler in handlers.items():
+        if handler is not None:
+            signal.signal(signum, handler)
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
@@ -202,6 +221,7 @@ class RayExecutor(Executor):
         t0 = time.perf_counter()
         ray = self.ray
         if not ray.is_initialized():
+            handlers = _signal_handlers()
             quiet = dict(include_dashboard=False, log_to_driver=False, logging_level="error")
             if self.address is None:
                 import torch
@@ -216,6 +236,7 @@ class RayExecutor(Executor):
                                                       **self.init_kwargs})
                 except (ConnectionError, RuntimeError, ValueError) as e:
                     raise RgbaError(f"cannot join the Ray cluster at {self.address}: {_first_line(e)}") from None
+            _restore_signal_handlers(handlers)
         total = ray.cluster_resources()
         cpus, gpus = float(total.get("CPU", 0)), float(total.get("GPU", 0))
         gpw = self.gpus_per_worker if self.gpus_per_worker is not None else (1.0 if gpus >= 1 else 0.0)
@@ -223,7 +244,9 @@ class RayExecutor(Executor):
             raise UsageError(f"--gpus-per-worker {gpw:g} but the Ray cluster has {gpus:g} GPUs")
         if self.workers is None:
             self.workers = max(1, int(gpus // gpw)) if gpw > 0 else 1
-        cpw = 1.0 if gpw > 0 else max(1.0, float(int(cpus // self.workers)))
+        # CPU workers of a local Ray share this machine's cores; on a cluster each takes one CPU
+        # (a node's cores are not known here, and the cluster's total may span many nodes).
+        cpw = 1.0 if gpw > 0 or not self.started_here else max(1.0, float(int(cpus // self.workers)))
         if self.spec.threads is None and gpw == 0:
             self.spec.threads = int(cpw)
         if self.spec.cwd is None:
@@ -271,6 +294,9 @@ class RayExecutor(Executor):
             pass
 
     # ----------------------------------------------------------------- running
+    # Every blocking Ray call of the driver is short (a poll) and inside `signals_deferred()`: a
+    # stop signal caught inside Ray's C++ wait would come out as Ray's own SystemExit(1), so our
+    # handler (fsutil.install_signal_cleanup) acts on it when the call returns, with 143/130.
     def run(self, jobs, on_event=None):
         emit = on_event or (lambda _e: None)
         pending: deque[Job] = deque()
@@ -299,14 +325,16 @@ class RayExecutor(Executor):
                 if not refs:  # nothing loading or running, yet items wait: a fresh worker
                     self._spawn()
                     continue
-                ready, _ = ray.wait(list(refs), num_returns=1, timeout=self.poll_seconds)
+                with signals_deferred():  # see _blocking
+                    ready, _ = ray.wait(list(refs), num_returns=1, timeout=self.poll_seconds)
                 if not ready:
                     self._poll_progress(emit)
                     continue
                 slot = refs[ready[0]]
                 job, slot.ref = slot.job, None
                 try:
-                    result = ray.get(ready[0])
+                    with signals_deferred():
+                        result = ray.get(ready[0])
                 except RayTaskError as e:  # the call raised inside a live worker
                     cause = getattr(e, "cause", None) or e
                     if job is None:  # the engine could not be built: every worker would fail the same
@@ -380,7 +408,8 @@ class RayExecutor(Executor):
             return
         refs = [s.actor.step.remote() for s in running]
         try:
-            steps = self.ray.get(refs, timeout=self.poll_seconds)
+            with signals_deferred():
+                steps = self.ray.get(refs, timeout=self.poll_seconds)
         except Exception:  # a dying worker: its main call reports it  # noqa: BLE001
             return
         for slot, (index, step, total) in zip(running, steps):
