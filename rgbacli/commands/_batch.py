@@ -2,14 +2,16 @@
 command with a batch form, and the driver's progress display for workers.
 
 The command builds a `BatchTarget` from its options first (usage errors, and the missing-extra
-line, before any model loads), then `open_executor` gives the executor and the event callback.
+line, before any model loads), plans its jobs, and hands them to `run_jobs`: the executor, the
+progress display, the driver (manifest after each item) and the summary, the same for every batch
+form (`generate --prompts`, and any other command whose jobs are in JOB_KINDS).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rgbacli.console import info, warn
+from rgbacli.console import info, print_json, progress, warn
 from rgbacli.errors import UsageError
 
 EXECUTORS = ("local", "ray")
@@ -113,3 +115,54 @@ class WorkerDisplay:
                 on_event(event)
 
         return handle
+
+
+def run_jobs(engine, jobs, manifest_path, resume: bool, as_json: bool, target: BatchTarget | None = None,
+             placement: dict | None = None) -> int:
+    """Run planned jobs on the chosen executor with progress; the summary (also when a stop signal
+    ends the batch); exit status 1 if any item failed."""
+    from rgbacli.batch.driver import run_batch
+
+    header = {"preset": engine.preset.name, "device": str(engine.device)}
+    last: dict = {}
+    try:
+        with progress() as bar:
+            executor, on_event = open_executor(target, engine, bar, item_reporter(bar), **(placement or {}))
+            try:
+                doc = run_batch(executor, jobs, manifest_path, resume, header, on_event, on_update=last.update)
+            finally:
+                executor.close()
+    finally:  # also when a stop signal ends the batch: the summary of what the manifest says
+        if last:
+            if as_json:
+                print_json({**last, "manifest": str(manifest_path)})
+            else:
+                info(f"{last['ok']} ok, {last['failed']} failed"
+                     + (f", {last['pending'] + last['interrupted']} not done" if last["state"] != "complete" else "")
+                     + f"; manifest {manifest_path}")
+    return 1 if doc["failed"] else 0
+
+
+def item_reporter(bar):
+    """Batch events → a progress bar per item and one line per finished, skipped or failed item."""
+    tasks = {}
+
+    def on_event(event) -> None:
+        job = event.job
+        if event.kind == "started":
+            tasks[job.index] = bar.add_task(f"[{job.index}] '{job.prompt[:30]}'", total=job.params.get("steps"))
+        elif event.kind == "progress" and job.index in tasks:
+            bar.update(tasks[job.index], completed=event.step)
+        elif event.kind == "skipped":
+            info(f"[{job.index}] skipped (done): {job.output}")
+        elif event.kind == "finished":
+            if job.index in tasks:
+                bar.remove_task(tasks.pop(job.index))
+            if event.entry["status"] == "ok":
+                info(f"[{job.index}] wrote {job.output}")
+            else:
+                error = event.entry["error"]
+                where = "" if error.startswith(f"line {job.line}:") else f"line {job.line}: "
+                warn(f"item {job.index} failed: {where}{error}")
+
+    return on_event

@@ -8,11 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from rgbacli.commands._batch import BatchTarget, open_executor
+from rgbacli.commands._batch import BatchTarget, run_jobs
 from rgbacli.commands._options import (DeviceOpt, DtypeOpt, ExecutorOpt, ForceOpt, GpusPerWorkerOpt, JsonOpt,
                                        MaxRetriesOpt, OffloadOpt, PremultipliedOpt, PresetOpt, RayAddressOpt,
                                        WeightsDirOpt, WorkersOpt)
-from rgbacli.console import info, print_json, progress, warn
+from rgbacli.console import info, print_json, progress
 from rgbacli.errors import UsageError
 
 
@@ -83,7 +83,7 @@ def generate(
     if prompts is not None:  # the flags shared by every item: one usage error before any work
         from rgbacli.pipelines.params import params_from_sampling
 
-        params_from_sampling(engine.preset.sampling, "batch", seed=seed, **common).validate(_limits(engine))
+        params_from_sampling(engine.preset.sampling, "batch", seed=seed, **common).validate(_limits(engine, target))
 
     if prompts is None:
         job = generate_job(0, 0, prompt, seed, output or default_output(prompt), common, engine.preset.sampling, options)
@@ -122,67 +122,27 @@ def _run_batch(engine, prompts_arg, pattern, seed, common, options, resume, mani
                target=None, placement=None) -> int:
     """Every item of a prompt file through the chosen executor (local, or Ray workers); a failing
     item is recorded and the rest run."""
-    from rgbacli.batch.driver import run_batch
     from rgbacli.batch.plan import plan_generate
 
     if pattern is None:
         raise UsageError("--prompts needs -o with a pattern, e.g. -o 'out/{index:03d}-{slug}.mov'")
     text = _read_prompts(prompts_arg)
-    jobs = plan_generate(text, pattern, seed, common, engine.preset.sampling, options, _limits(engine))
+    jobs = plan_generate(text, pattern, seed, common, engine.preset.sampling, options, _limits(engine, target))
     if not jobs:
         raise UsageError(f"prompt file {prompts_arg} has no prompts")
     manifest_path = Path(manifest_arg) if manifest_arg else Path(pattern).parent / "manifest.json"
-    header = {"preset": engine.preset.name, "device": str(engine.device)}
-    last: dict = {}
-    try:
-        with progress() as bar:
-            executor, on_event = open_executor(target, engine, bar, _reporter(bar), **(placement or {}))
-            try:
-                doc = run_batch(executor, jobs, manifest_path, resume, header, on_event, on_update=last.update)
-            finally:
-                executor.close()
-    finally:  # also when a stop signal ends the batch: the summary of what the manifest says
-        if last:
-            if as_json:
-                print_json({**last, "manifest": str(manifest_path)})
-            else:
-                info(f"{last['ok']} ok, {last['failed']} failed"
-                     + (f", {last['pending'] + last['interrupted']} not done" if last["state"] != "complete" else "")
-                     + f"; manifest {manifest_path}")
-    return 1 if doc["failed"] else 0
+    return run_jobs(engine, jobs, manifest_path, resume, as_json, target, placement)
 
 
-def _limits(engine):
+def _limits(engine, target=None):
     """The model's limits for checking every item before any work (None when the model cannot be
-    loaded, e.g. missing weights: then each item fails alone with that error)."""
+    loaded, e.g. missing weights: then each item fails alone with that error). On Ray the driver
+    loads no model (its workers do, and check each item against the limits before sampling)."""
     from rgbacli.errors import RgbaError
 
+    if target is not None and target.executor != "local":
+        return None
     try:
         return engine.backend.limits(engine.preset.name)
     except RgbaError:
         return None
-
-
-def _reporter(bar):
-    """Batch events → a progress bar per item and one line per finished, skipped or failed item."""
-    tasks = {}
-
-    def on_event(event) -> None:
-        job = event.job
-        if event.kind == "started":
-            tasks[job.index] = bar.add_task(f"[{job.index}] '{job.prompt[:30]}'", total=job.params.get("steps"))
-        elif event.kind == "progress" and job.index in tasks:
-            bar.update(tasks[job.index], completed=event.step)
-        elif event.kind == "skipped":
-            info(f"[{job.index}] skipped (done): {job.output}")
-        elif event.kind == "finished":
-            if job.index in tasks:
-                bar.remove_task(tasks.pop(job.index))
-            if event.entry["status"] == "ok":
-                info(f"[{job.index}] wrote {job.output}")
-            else:
-                error = event.entry["error"]
-                where = "" if error.startswith(f"line {job.line}:") else f"line {job.line}: "
-                warn(f"item {job.index} failed: {where}{error}")
-
-    return on_event
