@@ -186,7 +186,8 @@ class RayExecutor(Executor):
 
     def __init__(self, spec: EngineSpec, address: str | None = None, workers: int | None = None,
                  gpus_per_worker: float | None = None, max_retries: int = 2, on_worker: OnWorker | None = None,
-                 init_kwargs: dict | None = None, poll_seconds: float = 0.5):
+                 init_kwargs: dict | None = None, poll_seconds: float = 0.5,
+                 announce: Callable[[str], None] | None = None):
         if workers is not None and workers < 1:
             raise UsageError(f"--workers must be at least 1, not {workers}")
         if gpus_per_worker is not None and gpus_per_worker < 0:
@@ -207,6 +208,7 @@ class RayExecutor(Executor):
         self.on_worker = on_worker or (lambda *_a: None)
         self.init_kwargs = init_kwargs or {}
         self.poll_seconds = poll_seconds
+        self.announce = announce or (lambda _line: None)
         self.slots: dict[int, _Slot] = {}
         self.started_here = self.connected_here = False
         self.startup_seconds = 0.0
@@ -221,6 +223,7 @@ class RayExecutor(Executor):
         t0 = time.perf_counter()
         ray = self.ray
         if not ray.is_initialized():
+            self.announce("rgba: starting a local Ray" if self.address is None else f"rgba: joining Ray at {self.address}")
             handlers = _signal_handlers()
             quiet = dict(include_dashboard=False, log_to_driver=False, logging_level="error")
             if self.address is None:
@@ -258,6 +261,8 @@ class RayExecutor(Executor):
                                   max_concurrency=2)(_Worker)
         self.gpus_per_worker, self.cpus_per_worker = gpw, cpw
         self.startup_seconds = time.perf_counter() - t0
+        self.announce(f"rgba: {self.workers} Ray worker(s), {gpw:g} GPU and {cpw:g} CPU each "
+                      f"(Ray ready in {self.startup_seconds:.1f}s; each worker loads its engine once)")
 
     def warm_up(self) -> float:
         """Start every worker and wait until each has loaded its engine (else the first items wait
@@ -266,15 +271,15 @@ class RayExecutor(Executor):
         self.start()
         while self._live() < self.workers:
             self._spawn()
-        from ray.exceptions import RayTaskError
+        from ray.exceptions import RayError
 
         for slot in self.slots.values():
             if slot.state == "loading":
                 try:
                     slot.info = self.ray.get(slot.ref)
-                except RayTaskError as e:
+                except RayError as e:
                     cause = getattr(e, "cause", None) or e
-                    raise RgbaError(f"Ray worker could not load the engine: {_first_line(cause)}") from None
+                    raise RgbaError(f"Ray worker {slot.wid} could not load the engine: {_first_line(cause)}") from None
                 slot.state, slot.ref = "idle", None
                 self.on_worker(slot.wid, "idle", None, slot.info.get("device", ""))
         return time.perf_counter() - t0

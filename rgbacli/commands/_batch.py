@@ -53,7 +53,7 @@ class BatchTarget:
         return self
 
 
-def open_executor(target: BatchTarget | None, engine, bar, on_event, *, device="auto", dtype="auto",
+def open_executor(target: BatchTarget | None, engine, bar, on_event, *, total=None, device="auto", dtype="auto",
                   offload=False, weights_dir=None):
     """(executor, on_event) for a batch; the caller closes the executor (`finally: ex.close()`)."""
     from rgbacli.batch.executor import LocalExecutor
@@ -62,38 +62,35 @@ def open_executor(target: BatchTarget | None, engine, bar, on_event, *, device="
         return LocalExecutor(engine), on_event
     from rgbacli.batch.ray_executor import EngineSpec, RayExecutor
 
-    display = WorkerDisplay(bar)
+    display = WorkerDisplay(bar, total)
     spec = EngineSpec(engine.preset, device=device, dtype=dtype, offload=offload, weights_dir=weights_dir)
     executor = RayExecutor(spec, address=target.ray_address, workers=target.workers,
                            gpus_per_worker=target.gpus_per_worker, max_retries=target.max_retries,
-                           on_worker=display.on_worker)
-    info("rgba: starting a local Ray" if target.ray_address is None else f"rgba: joining Ray at {target.ray_address}")
-    executor.start()
-    info(f"rgba: {executor.workers} Ray worker(s), {executor.gpus_per_worker:g} GPU and "
-         f"{executor.cpus_per_worker:g} CPU each (ready in {executor.startup_seconds:.1f}s)")
-    return executor, display.wrap(on_event)
+                           on_worker=display.on_worker, announce=info)
+    return executor, display.wrap(on_event)  # Ray starts with the first item to run (none: not at all)
 
 
 class WorkerDisplay:
     """One progress line per worker (loading, idle, item and step, dead) and one for the batch."""
 
-    def __init__(self, bar):
+    def __init__(self, bar, total: int | None = None):
         self.bar = bar
         self.rows: dict[int, int] = {}
         self.done = self.failed = 0
-        self.summary = bar.add_task(self._label(), total=None)
+        self.summary = bar.add_task(self._label(), total=total)
 
     def _label(self) -> str:
         return f"items: {self.done} done, {self.failed} failed"
 
     def on_worker(self, wid: int, state: str, job, detail: str) -> None:
         what = {"loading": "loading the engine", "idle": f"idle {detail}".strip(), "dead": detail,
-                "running": f"[{job.index}] '{job.prompt[:24]}' {detail}".rstrip() if job else "running"}[state]
+                "running": f"[{job.index}] '{job.prompt[:24]}'" if job else "running"}[state]  # the bar: its step
         label = f"  worker {wid}: {what}"
+        step, _, steps = detail.partition("/") if state == "running" else ("", "", "")
+        done, total = (int(step), int(steps)) if step.isdigit() and steps.isdigit() else (0, None)
         if wid not in self.rows:
-            self.rows[wid] = self.bar.add_task(label, total=None)
-        else:
-            self.bar.update(self.rows[wid], description=label)
+            self.rows[wid] = self.bar.add_task(label, total=total)
+        self.bar.update(self.rows[wid], description=label, completed=done, total=total)
         if state == "dead":
             warn(detail)
 
@@ -110,7 +107,7 @@ class WorkerDisplay:
             ok = event.kind == "skipped" or event.entry.get("status") == "ok"
             self.done += ok
             self.failed += not ok
-            self.bar.update(self.summary, description=self._label())
+            self.bar.update(self.summary, description=self._label(), completed=self.done + self.failed)
             if on_event is not None:
                 on_event(event)
 
@@ -127,7 +124,8 @@ def run_jobs(engine, jobs, manifest_path, resume: bool, as_json: bool, target: B
     last: dict = {}
     try:
         with progress() as bar:
-            executor, on_event = open_executor(target, engine, bar, item_reporter(bar), **(placement or {}))
+            executor, on_event = open_executor(target, engine, bar, item_reporter(bar), total=len(jobs),
+                                               **(placement or {}))
             try:
                 doc = run_batch(executor, jobs, manifest_path, resume, header, on_event, on_update=last.update)
             finally:
