@@ -158,3 +158,23 @@ def test_without_ray_the_ray_executor_is_one_line_saying_how_to_install_it(tmp_p
         assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
         assert (message or "--workers needs --executor ray") in err
     assert list(tmp_path.iterdir()) == [tmp_path / "p.txt"]
+
+
+def test_workers_that_cannot_load_the_engine_fail_each_item_alone(tmp_path, ray_cluster, executor, monkeypatch):
+    """Missing weights on the workers: as on the local executor, each item fails with the weights
+    message (kind 'weights'), the manifest is complete and the batch ends normally."""
+    from rgbacli.batch.ray_executor import EngineSpec, RayExecutor
+    from rgbacli.presets import load_preset
+
+    executor.close()  # free the test cluster's CPUs
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "nohub"))
+    monkeypatch.setenv("RGBA_WEIGHTS", "")
+    preset = load_preset("wan-alpha-14b")
+    jobs = plan_generate("a red orb\na blue star\n", str(tmp_path / "{index}.mov"), 0, {}, preset.sampling, {})
+    missing = RayExecutor(EngineSpec(preset, device="cpu"), workers=1)
+    try:
+        doc = run_batch(missing, jobs, tmp_path / "manifest.json")
+    finally:
+        missing.close()
+    assert [e["status"] for e in doc["items"]] == ["failed", "failed"] and doc["state"] == "complete"
+    assert all(e["error_kind"] == "weights" and "wan-alpha-14b" in e["error"] for e in doc["items"])

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rgbacli.batch.executor import Executor
-from rgbacli.batch.jobs import Event, preview_paths, run_job
+from rgbacli.batch.jobs import Event, describe_failure, failure_kind, preview_paths, run_job
 from rgbacli.batch.plan import Job
 from rgbacli.errors import RgbaError, UsageError
 from rgbacli.fsutil import signals_deferred
@@ -318,6 +318,7 @@ class RayExecutor(Executor):
 
         attempts: dict[int, list[str]] = {}
         load_deaths = 0
+        load_error: tuple[str, str] | None = None  # (message, kind) of a worker that could not load
         while self._live() < min(self.workers, len(pending)):  # workers of an earlier run() stay loaded
             self._spawn()
         try:
@@ -327,10 +328,17 @@ class RayExecutor(Executor):
                 if not pending and not any(s.state == "running" for s in live):
                     break
                 refs = {s.ref: s for s in live if s.ref is not None}
+                if not refs and load_error is not None:  # no worker could load the engine
+                    while pending:  # each item fails alone with the reason, as on the local executor
+                        job = pending.popleft()
+                        entry = {**job.entry(), "status": "failed", "error": load_error[0], "error_kind": load_error[1]}
+                        emit(Event("finished", job, entry=entry))
+                        yield job, entry
+                    continue
                 if not refs:  # nothing loading or running, yet items wait: a fresh worker
                     self._spawn()
                     continue
-                with signals_deferred():  # see _blocking
+                with signals_deferred():  # see above
                     ready, _ = ray.wait(list(refs), num_returns=1, timeout=self.poll_seconds)
                 if not ready:
                     self._poll_progress(emit)
@@ -342,11 +350,15 @@ class RayExecutor(Executor):
                         result = ray.get(ready[0])
                 except RayTaskError as e:  # the call raised inside a live worker
                     cause = getattr(e, "cause", None) or e
-                    if job is None:  # the engine could not be built: every worker would fail the same
-                        if isinstance(cause, RgbaError):
-                            raise type(cause)(str(cause)) from None
-                        raise RgbaError(f"Ray worker could not load the engine: {_first_line(cause)}") from None
-                    entry = {**job.entry(), "status": "failed", "error": _first_line(cause)}
+                    if job is None:  # this worker cannot build the engine (missing weights, …): it
+                        # leaves; the others go on, and when none is left the items fail with it
+                        load_error = (describe_failure(cause), failure_kind(cause))
+                        slot.state = "dead"
+                        self.on_worker(slot.wid, "dead", None, f"worker {slot.wid} could not load: {load_error[0]}")
+                        self._kill(slot)
+                        continue
+                    entry = {**job.entry(), "status": "failed", "error": describe_failure(cause),
+                             "error_kind": failure_kind(cause)}
                     self._finish(slot, job, entry, emit)
                     yield job, entry
                 except (RayActorError, RayError) as e:  # the worker died (killed, node lost, OOM)
@@ -366,7 +378,7 @@ class RayExecutor(Executor):
                             pending.appendleft(job)
                             emit(Event("retry", job, entry={"error": reason, "attempt": len(tries)}))
                         else:
-                            entry = {**job.entry(), "status": "failed", "retries": tries,
+                            entry = {**job.entry(), "status": "failed", "retries": tries, "error_kind": "worker",
                                      "error": f"{reason}; gave up after {len(tries)} attempts"}
                             emit(Event("finished", job, entry=entry))
                             yield job, entry
