@@ -123,3 +123,16 @@ def disk_full_after(monkeypatch, n: int) -> list:
 
     monkeypatch.setattr(write_mod, "_write_bytes", fill_up)
     return calls
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for all the Ray tests (loopback only, 2 CPUs, no dashboard), started once;
+    its GCS address (for a CLI run joining it with --ray-address). Skips where Ray is absent."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback: read when ray is first imported
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

@@ -28,3 +28,16 @@ MatteOpt = Annotated[bool, typer.Option("--matte", help="Also write the alpha al
                      "sequence beside the output (shot.mov → shot.matte.mov, shot.%04d.exr → shot.matte.%04d.exr).")]
 InputFpsOpt = Annotated[Optional[float], typer.Option("--input-fps", help="Frame rate of image-sequence inputs "
                         "(folders, name.%04d.png); videos keep their own.  \\[default: 24]")]
+
+
+# Batch executors (`--prompts` and the other batch forms): rgbacli/commands/_batch.py reads them.
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="Batch: local (this process) or ray (one loaded "
+                                          "engine per Ray worker; needs pip install \"rgbacli[ray]\").")]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Batch on Ray: auto or HOST:PORT of "
+                                                      "a running cluster (default: start a local one).")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Batch on Ray: workers, each with one "
+                                                   "loaded engine (default: one per GPU, else 1).")]
+GpusPerWorkerOpt = Annotated[Optional[float], typer.Option("--gpus-per-worker", help="Batch on Ray: GPUs per "
+                                                           "worker (default: 1 when the cluster has GPUs, else 0).")]
+MaxRetriesOpt = Annotated[int, typer.Option("--max-retries", help="Batch on Ray: times an item is retried on a "
+                                            "new worker after its worker died.")]

@@ -8,9 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from rgbacli.commands._options import (BitDepthOpt, DeviceOpt, DtypeOpt, ForceOpt, JsonOpt, MatteOpt, OffloadOpt,
-                                       PremultipliedOpt, PresetOpt, StartNumberOpt, WeightsDirOpt)
-from rgbacli.console import info, print_json, progress, warn
+from rgbacli.commands._batch import BatchTarget, run_jobs
+from rgbacli.commands._options import (BitDepthOpt, DeviceOpt, DtypeOpt, ExecutorOpt, ForceOpt, GpusPerWorkerOpt,
+                                       JsonOpt, MatteOpt, MaxRetriesOpt, OffloadOpt, PremultipliedOpt, PresetOpt,
+                                       RayAddressOpt, StartNumberOpt, WeightsDirOpt, WorkersOpt)
+from rgbacli.console import info, print_json, progress
 from rgbacli.errors import UsageError
 
 
@@ -39,6 +41,11 @@ def generate(
     resume: Annotated[bool, typer.Option("--resume", help="Batch: skip items already done per the manifest.")] = False,
     manifest: Annotated[Optional[str], typer.Option("--manifest", help="Batch: manifest path "
                         "(default: manifest.json beside the outputs).")] = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = None,
+    max_retries: MaxRetriesOpt = 2,
     preview: Annotated[bool, typer.Option("--preview", help="Also write <out>.preview.mp4 (checkerboard) "
                        "and <out>.sheet.png (contact sheet).")] = False,
     premultiplied: PremultipliedOpt = False,
@@ -63,6 +70,7 @@ def generate(
 
     if (prompt is None) == (prompts is None):
         raise UsageError("give a PROMPT or --prompts FILE (exactly one)")
+    target = BatchTarget(executor, ray_address, workers, gpus_per_worker, max_retries).check(batch=prompts is not None)
     width = height = None
     if size is not None:
         width, height = parse_size(size)
@@ -79,7 +87,7 @@ def generate(
     if prompts is not None:  # the flags shared by every item: one usage error before any work
         from rgbacli.pipelines.params import params_from_sampling
 
-        params_from_sampling(engine.preset.sampling, "batch", seed=seed, **common).validate(_limits(engine))
+        params_from_sampling(engine.preset.sampling, "batch", seed=seed, **common).validate(_limits(engine, target))
 
     if prompts is None:
         engine.check_weights()  # every missing file at once, before any work
@@ -92,7 +100,9 @@ def generate(
             info(f"wrote {summary['output']} ({summary['frames']} frames {summary['size']}, "
                  f"{summary['seconds']:.1f}s, preset {engine.preset.name})")
         return
-    raise typer.Exit(_run_batch(engine, prompts, output, seed, common, options, resume, manifest, as_json))
+    placement = dict(device=device, dtype=dtype, offload=offload, weights_dir=weights_dir)
+    raise typer.Exit(_run_batch(engine, prompts, output, seed, common, options, resume, manifest, as_json,
+                                target, placement))
 
 
 def _run_one(engine, job) -> dict:
@@ -113,67 +123,31 @@ def _read_prompts(source: str) -> str:
         raise UsageError(f"cannot read prompt file {source}: {e.strerror}") from None
 
 
-def _run_batch(engine, prompts_arg, pattern, seed, common, options, resume, manifest_arg, as_json) -> int:
-    """Every item of a prompt file through the local executor; a failing item is recorded and the rest run."""
-    from rgbacli.batch.driver import run_batch
-    from rgbacli.batch.executor import LocalExecutor
+def _run_batch(engine, prompts_arg, pattern, seed, common, options, resume, manifest_arg, as_json,
+               target=None, placement=None) -> int:
+    """Every item of a prompt file through the chosen executor (local, or Ray workers); a failing
+    item is recorded and the rest run."""
     from rgbacli.batch.plan import plan_generate
 
     if pattern is None:
         raise UsageError("--prompts needs -o with a pattern, e.g. -o 'out/{index:03d}-{slug}.mov'")
     text = _read_prompts(prompts_arg)
-    jobs = plan_generate(text, pattern, seed, common, engine.preset.sampling, options, _limits(engine))
+    jobs = plan_generate(text, pattern, seed, common, engine.preset.sampling, options, _limits(engine, target))
     if not jobs:
         raise UsageError(f"prompt file {prompts_arg} has no prompts")
     manifest_path = Path(manifest_arg) if manifest_arg else Path(pattern).parent / "manifest.json"
-    header = {"preset": engine.preset.name, "device": str(engine.device)}
-    last: dict = {}
-    try:
-        with progress() as bar:
-            doc = run_batch(LocalExecutor(engine), jobs, manifest_path, resume, header, _reporter(bar),
-                            on_update=last.update)
-    finally:  # also when a stop signal ends the batch: the summary of what the manifest says
-        if last:
-            if as_json:
-                print_json({**last, "manifest": str(manifest_path)})
-            else:
-                info(f"{last['ok']} ok, {last['failed']} failed"
-                     + (f", {last['pending'] + last['interrupted']} not done" if last["state"] != "complete" else "")
-                     + f"; manifest {manifest_path}")
-    return 1 if doc["failed"] else 0
+    return run_jobs(engine, jobs, manifest_path, resume, as_json, target, placement)
 
 
-def _limits(engine):
+def _limits(engine, target=None):
     """The model's limits for checking every item before any work (None when the model cannot be
-    loaded, e.g. missing weights: then each item fails alone with that error)."""
+    loaded, e.g. missing weights: then each item fails alone with that error). On Ray the driver
+    loads no model (its workers do, and check each item against the limits before sampling)."""
     from rgbacli.errors import RgbaError
 
+    if target is not None and target.executor != "local":
+        return None
     try:
         return engine.backend.limits(engine.preset.name)
     except RgbaError:
         return None
-
-
-def _reporter(bar):
-    """Batch events → a progress bar per item and one line per finished, skipped or failed item."""
-    tasks = {}
-
-    def on_event(event) -> None:
-        job = event.job
-        if event.kind == "started":
-            tasks[job.index] = bar.add_task(f"[{job.index}] '{job.prompt[:30]}'", total=job.params.get("steps"))
-        elif event.kind == "progress" and job.index in tasks:
-            bar.update(tasks[job.index], completed=event.step)
-        elif event.kind == "skipped":
-            info(f"[{job.index}] skipped (done): {job.output}")
-        elif event.kind == "finished":
-            if job.index in tasks:
-                bar.remove_task(tasks.pop(job.index))
-            if event.entry["status"] == "ok":
-                info(f"[{job.index}] wrote {job.output}")
-            else:
-                error = event.entry["error"]
-                where = "" if error.startswith(f"line {job.line}:") else f"line {job.line}: "
-                warn(f"item {job.index} failed: {where}{error}")
-
-    return on_event
