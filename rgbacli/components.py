@@ -190,7 +190,7 @@ def _trajectory(model: nn.Module, spec: dict, path: Path, ctx: BuildContext) -> 
     """Tora: a trajectory extractor and a motion fuser on every block's self-attention input, read from
     Tora's key layout (`traj_extractor.*`, `fuser.{i}.*`; other keys of a full Tora transformer file are
     ignored). Without motion latents in `cond` the DiT computes exactly what it did before."""
-    sd = tora.split_tora_keys(load_state_dict(path))
+    sd = tora.read_tora_keys(path)
     where = f"{ctx.where('transformer')} trajectory adapter {path}"
     try:
         cfg = tora.infer_config(sd)

@@ -16,7 +16,7 @@ Key layout (Tora's diffusers release): ``traj_extractor.conv_in.*``,
 ``traj_extractor.body.{k}.{block1,block2,bn1,bn2}.*`` (``nums_rb`` residual blocks per DiT block),
 ``fuser.{i}.{flow_gamma_spatial,flow_gamma_temporal,flow_beta_spatial,flow_beta_temporal,flow_cond_norm}.*``.
 
-Sections: 1. resampling · 2. motion maps · 3. extractor · 4. fusers and the adapter · 5. loading.
+Sections: 2. motion maps (resampling: rgbacli/pipelines/trajectory_input.py) · 3. extractor · 4. fusers and the adapter · 5. loading.
 """
 
 from __future__ import annotations
@@ -32,48 +32,12 @@ from torch import nn
 from rgbacli.models.attention import Attachment, AttnCall, Behaviour, attach, blocks_of, unwrap
 
 __all__ = [
-    "resample_points", "motion_sigma", "sparse_flow", "dense_flow", "flow_to_rgb", "COLORWHEEL",
+    "motion_sigma", "sparse_flow", "dense_flow", "flow_to_rgb", "COLORWHEEL",
     "TrajExtractor", "MotionFuser", "ToraAdapter", "attach_tora", "tora_state_dict_keys", "split_tora_keys",
 ]
 
 MOTION_KEY = "motion"  # cond["motion"]: (B, C, t, h, w) motion latents
 TORA_SIGMA, TORA_AREA = 10.0, 480 * 720  # Tora's Gaussian: σ 10 px at 480×720 (99×99 window)
-
-
-# --------------------------------------------------------------------------- 1. resampling
-
-
-def resample_points(points: torch.Tensor, frames: int) -> torch.Tensor:
-    """Tora's rule (sat/utils/flow_utils.py), points (N, 2) → (frames, 2):
-
-    - at least as many points as frames: every ``N // frames``-th point, the last point kept as the
-      last frame;
-    - fewer: the ``frames − N`` extra points spread over the ``N − 1`` segments (earlier segments take
-      the remainder), each segment linearly interpolated. Tora truncates interpolated points to
-      integers on its 256 canvas; here they stay floats (sub-pixel paths at 64 px)."""
-    points = torch.as_tensor(points, dtype=torch.float64)
-    n = points.shape[0]
-    if n < 2:
-        raise ValueError("a trajectory needs at least 2 points")
-    if frames < 1:
-        raise ValueError("frames must be at least 1")
-    if frames == 1:
-        return points[:1].float()
-    if n >= frames:
-        skip = n // frames
-        return torch.cat([points[::skip][: frames - 1], points[-1:]]).float()
-    extra, segments = frames - n, n - 1
-    per = [extra // segments + (1 if i < extra % segments else 0) for i in range(segments)]
-    out = []
-    for i in range(segments):
-        a, b = points[i], points[i + 1]
-        out.append(a[None])
-        k = per[i]
-        if k:
-            f = torch.arange(1, k + 1, dtype=torch.float64)[:, None] / (k + 1)
-            out.append(a + f * (b - a))
-    out.append(points[-1:])
-    return torch.cat(out).float()
 
 
 # --------------------------------------------------------------------------- 2. motion maps
@@ -309,11 +273,12 @@ def _dit_geometry(model: nn.Module) -> tuple[int, int, int]:
 
 
 def attach_tora(model: nn.Module, latent_channels: int, channels: int = 128, nums_rb: int = 2,
-                groups: int = 32) -> tuple[ToraAdapter, Attachment]:
+                groups: int | None = None) -> tuple[ToraAdapter, Attachment]:
     """Build a zero-initialised adapter for ``model``'s geometry and attach its fusers openly to every
     block's self-attention (``prepare`` hook); the adapter is kept as ``model.tora`` on the DiT (its
     parameters then move and cast with the model)."""
     patch, num_blocks, width = _dit_geometry(model)
+    groups = groups or math.gcd(32, width)  # Tora: 32 groups
     adapter = ToraAdapter(latent_channels, patch, num_blocks, width, channels, nums_rb, groups)
     attachment = attach(model, lambda i: adapter.fuser[i], role="attn1")
     unwrap(model).tora = adapter
@@ -334,6 +299,34 @@ def split_tora_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         k = k[len("transformer."):] if k.startswith("transformer.") else k
         if k.startswith(PREFIXES):
             out[k] = v
+    return out
+
+
+def read_tora_keys(path: Path) -> dict[str, torch.Tensor]:
+    """The Tora keys of one weights file or of a folder of ``.safetensors`` shards (a full Tora
+    transformer): safetensors files are read key by key, so the base DiT's tensors are never loaded."""
+    from safetensors import safe_open
+
+    from rgbacli.errors import WeightsError
+    from rgbacli.weights.io import load_state_dict
+
+    path = Path(path)
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    if not files:
+        raise WeightsError(f"{path} holds no .safetensors files")
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        if f.suffix != ".safetensors":
+            out.update(split_tora_keys(load_state_dict(f)))
+            continue
+        try:
+            with safe_open(str(f), framework="pt") as handle:
+                for k in handle.keys():
+                    name = k[len("transformer."):] if k.startswith("transformer.") else k
+                    if name.startswith(PREFIXES):
+                        out[name] = handle.get_tensor(k)
+        except Exception as e:
+            raise WeightsError(f"cannot read weights file {f}: {e}".splitlines()[0]) from None
     return out
 
 
