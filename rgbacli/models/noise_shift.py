@@ -43,13 +43,23 @@ def path_mask(tracks: Sequence[torch.Tensor], latent_frames: int, temporal_facto
     return torch.stack(masks).amax(dim=0)
 
 
-def shift_noise(noise: torch.Tensor, mask: torch.Tensor, shift: float) -> torch.Tensor:
-    """``noise + (1 − mask)·shift``; noise (B, C, T', h, w), mask (t, h, w) or (B, t, h, w) with T' a
-    multiple of t (alpha tokens: ``[RGB ; alpha]`` copies share the mask)."""
+def shift_noise(noise: torch.Tensor, mask: torch.Tensor, shift: float,
+                direction: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
+    """Wan-Alpha v2: ``noise + (1 − mask)·shift`` (the background's mean moved, every channel alike).
+    With a per-channel ``direction`` (C,): ``noise + mask·shift·direction`` instead, the object region
+    moved towards the latent of an object (a latent space's own calibration: for the tiny model the
+    mean latent of object cells minus that of background cells, benchmarks/trajectory.py --calibrate).
+    noise (B, C, T', h, w), mask (t, h, w) or (B, t, h, w) with T' a multiple of t (alpha tokens:
+    ``[RGB ; alpha]`` copies share the mask)."""
     if mask.ndim == 3:
         mask = mask[None]
     copies = noise.shape[2] // mask.shape[1]
     if copies * mask.shape[1] != noise.shape[2]:
         raise ValueError(f"a mask of {mask.shape[1]} frames does not fit latents of {noise.shape[2]} frames")
     m = mask.repeat(1, copies, 1, 1)[:, None].to(noise.device, noise.dtype)
-    return noise + (1 - m) * shift
+    if direction is None:
+        return noise + (1 - m) * shift
+    d = torch.as_tensor(direction, dtype=noise.dtype, device=noise.device)
+    if d.numel() != noise.shape[1]:
+        raise ValueError(f"a shift direction of {d.numel()} values does not fit {noise.shape[1]} latent channels")
+    return noise + m * shift * d.view(1, -1, 1, 1, 1)

@@ -42,7 +42,8 @@ class TrajectoryPipeline(TextToRGBAPipeline):
     # ------------------------------------------------------------------ noise
     def prepare_latents(self, p: GenerateParams, seeds: list[int]) -> torch.Tensor:
         """The t2v noise; for the noise method each clip's noise + (1 − g)·shift, g Gaussian ellipses
-        centred on its paths, one per latent frame (Wan-Alpha v2)."""
+        centred on its paths, one per latent frame (Wan-Alpha v2), or + g·shift·direction where the
+        preset calibrated a direction (rgbacli/models/noise_shift.py)."""
         from rgbacli.models.noise_shift import path_mask, shift_noise
 
         latents = super().prepare_latents(p, seeds)
@@ -56,7 +57,7 @@ class TrajectoryPipeline(TextToRGBAPipeline):
             tracks = [torch.tensor(tr, dtype=torch.float32) for tr in q.trajectory]
             mask = path_mask(tracks, t, backend.temporal_factor, backend.spatial_factor, (h, w), sigma)
             shift = DEFAULT_NOISE_SHIFT if q.trajectory_shift is None else q.trajectory_shift
-            out.append(shift_noise(latents[i:i + 1], mask, shift))
+            out.append(shift_noise(latents[i:i + 1], mask, shift, q.trajectory_direction))
         return torch.cat(out)
 
     # ------------------------------------------------------------------ runs
