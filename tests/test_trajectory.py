@@ -305,3 +305,25 @@ def test_cli_noise_trajectory_is_deterministic_and_previews_the_path(cli, tmp_pa
     sheet = np.asarray(Image.open(tmp_path / "a.sheet.png").convert("RGB"))
     yellow = (sheet[..., 0] > 200) & (sheet[..., 1] > 180) & (sheet[..., 2] < 80)
     assert yellow.any()  # the requested path is drawn
+
+
+@pytest.mark.parametrize("kind", ["wan", "cogvideox"])
+def test_tora_composes_with_alpha_tokens(kind):
+    """RGBA + trajectory (tora-cogvideox-5b): the fusers join the alpha-token processors; zero-initialised
+    they change nothing, trained they move both halves."""
+    from test_alpha_tokens import F_RGB, call, noise, randomise, tiny
+
+    model = tiny(kind)
+    randomise(model)
+    x = noise()
+    before = call(model, x)
+    adapter, _ = attach_tora(model, latent_channels=4, channels=8, nums_rb=1)
+    motion = torch.randn(1, 4, F_RGB, 4, 4, generator=torch.Generator().manual_seed(9))
+    with context_of(model).use(cond={"motion": motion}):
+        assert torch.equal(call(model, x), before)
+        for fuser in adapter.fuser:
+            torch.nn.init.normal_(fuser.flow_beta_temporal.weight, std=0.2)
+        moved = call(model, x)
+    diff = (moved - before).abs()
+    assert diff[:, :, :F_RGB].max() > 1e-3 and diff[:, :, F_RGB:].max() > 1e-3
+    assert torch.equal(call(model, x), before)  # no motion in cond
