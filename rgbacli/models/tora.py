@@ -225,7 +225,9 @@ class MotionFuser(nn.Module, Behaviour):
         if gamma.shape[:2] != h.shape[:2]:
             raise ValueError(f"motion features for {tuple(gamma.shape[:2])} tokens do not fit the video tokens "
                              f"{tuple(h.shape[:2])} (motion latents of another size or frame count?)")
-        normed = self.flow_cond_norm(h.transpose(1, 2).float()).transpose(1, 2)
+        norm = self.flow_cond_norm  # in float32 whatever the DiT's dtype (Tora's FloatGroupNorm)
+        normed = F.group_norm(h.transpose(1, 2).float(), norm.num_groups, norm.weight.float(), norm.bias.float(),
+                              norm.eps).transpose(1, 2)
         return (h.float() + normed * gamma.float() + beta.float()).to(h.dtype)
 
     def prepare(self, call: AttnCall, hidden_states: torch.Tensor) -> torch.Tensor:

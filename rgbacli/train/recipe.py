@@ -379,6 +379,7 @@ def stage_trajectory(run: Path, minutes: float, resume: bool, clips: int, log, f
     from rgbacli.engine import Engine
     from rgbacli.models.tora import attach_tora, save_tora
     from rgbacli.presets import load_preset
+    from rgbacli.seeding import seeded
     from rgbacli.train.trajectory import (TrajectorySet, TrajectoryTrainConfig, encode_trajectory_set,
                                           eval_motion_loss, train_trajectory)
 
@@ -398,7 +399,8 @@ def stage_trajectory(run: Path, minutes: float, resume: bool, clips: int, log, f
                                      frames=tc.TINY_FRAMES, spatial_factor=backend.spatial_factor,
                                      progress=lambda i, n: log(i, n, None, "encode trajectory latents"))
         data.save(cache)
-    adapter, _ = attach_tora(backend.transformer, backend.latent_channels, **tc.TINY_TORA)
+    with seeded(0):
+        adapter, _ = attach_tora(backend.transformer, backend.latent_channels, **tc.TINY_TORA)
     held = encode_trajectory_set(backend.vae.encode, backend.encode_rgb, 32, seed0=2_900_000, size=tc.TINY_SIZE,
                                  frames=tc.TINY_FRAMES, spatial_factor=backend.spatial_factor)
     before = eval_motion_loss(backend, text, held)
