@@ -327,3 +327,25 @@ def test_tora_composes_with_alpha_tokens(kind):
     diff = (moved - before).abs()
     assert diff[:, :, :F_RGB].max() > 1e-3 and diff[:, :, F_RGB:].max() > 1e-3
     assert torch.equal(call(model, x), before)  # no motion in cond
+
+
+def test_shipped_tiny_adapter_steers_the_object_along_a_path():
+    """The tiny preset's trained trajectory adapter: tora is its default method, and the object follows a
+    held-out left→right line far closer than the same prompt and seed without it."""
+    from rgbacli.engine import Engine
+    from rgbacli.media.preview import centroid_tracks
+    from rgbacli.pipelines.t2v import TextToRGBAPipeline, params_from_preset
+    from rgbacli.pipelines.trajectory import TrajectoryPipeline
+
+    engine = Engine("tiny", device="cpu")
+    assert choose_method(engine.preset, None) == "tora"
+    path = np.array(parse_path_option("14,32 50,32", 64, 64).to_output(17, 64, 64))
+    p = params_from_preset(engine, "a red orb", seed=1, steps=8)
+    plain = TextToRGBAPipeline(engine)(p).frames.numpy()
+    p.trajectory, p.trajectory_method = [path.tolist()], "tora"
+    steered = TrajectoryPipeline(engine)(p).frames.numpy()
+
+    def err(frames):
+        return float(np.linalg.norm(centroid_tracks(frames[..., 3], path[None])[0] - path, axis=-1).mean())
+
+    assert err(steered) < 0.6 * err(plain), (err(steered), err(plain))
