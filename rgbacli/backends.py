@@ -105,6 +105,11 @@ class Backend:
         """Latents → (B, 1, T, H, W) alpha in [0, 1] alone (cheaper: the subject's mask while sampling)."""
         raise NotImplementedError
 
+    def encode_rgb(self, rgb: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) RGB in [0, 1] → normalised latents of one frame grid (Tora's motion latents:
+        the flow colours through the preset's VAE, RGB part)."""
+        raise NotImplementedError
+
 
 @BACKENDS.register("wan-alpha")
 class WanAlphaBackend(Backend):
@@ -123,6 +128,9 @@ class WanAlphaBackend(Backend):
 
     def decode_alpha(self, latents):
         return self.vae.decode_alpha_only(latents)
+
+    def encode_rgb(self, rgb):
+        return self.vae.encode(torch.cat([rgb, torch.ones_like(rgb[:, :1])], dim=1))  # opaque: the RGB alone
 
 
 @BACKENDS.register("alpha-tokens")
@@ -155,6 +163,9 @@ class AlphaTokenBackend(Backend):
 
     def decode_alpha(self, latents):
         return self.vae.decode_rgb(self.half(latents, 1)).mean(dim=1, keepdim=True)
+
+    def encode_rgb(self, rgb):
+        return self.vae.encode_rgb(rgb)
 
     @staticmethod
     def half(latents: torch.Tensor, which: int) -> torch.Tensor:

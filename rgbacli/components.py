@@ -23,7 +23,7 @@ from torch import nn
 
 from rgbacli.backends import BACKENDS
 from rgbacli.errors import UsageError, WeightsError
-from rgbacli.models import dora
+from rgbacli.models import dora, tora
 from rgbacli.models.alpha_tokens import AlphaTokenTransformer, load_alpha_token_weights
 from rgbacli.models.hf_text_encoder import HFTextEncoder
 from rgbacli.models.latent_norm import fill_latent_stats
@@ -34,7 +34,7 @@ from rgbacli.presets import Preset, require
 from rgbacli.registry import Registry
 from rgbacli.seeding import seeded
 from rgbacli.weights import wan_vae
-from rgbacli.weights.io import load_state_dict
+from rgbacli.weights.io import check_state_dict, load_state_dict
 from rgbacli.weights.own import load_model
 
 
@@ -183,6 +183,29 @@ def _alpha_tokens(model: nn.Module, spec: dict, path: Path, ctx: BuildContext) -
     wrapped = AlphaTokenTransformer(model, rank=int(spec.get("rank", 128)), lora_alpha=float(spec.get("alpha", 1.0)))
     load_alpha_token_weights(wrapped, path)
     return wrapped
+
+
+@ADAPTERS.register("trajectory")
+def _trajectory(model: nn.Module, spec: dict, path: Path, ctx: BuildContext) -> nn.Module:
+    """Tora: a trajectory extractor and a motion fuser on every block's self-attention input, read from
+    Tora's key layout (`traj_extractor.*`, `fuser.{i}.*`; other keys of a full Tora transformer file are
+    ignored). Without motion latents in `cond` the DiT computes exactly what it did before."""
+    sd = tora.read_tora_keys(path)
+    where = f"{ctx.where('transformer')} trajectory adapter {path}"
+    try:
+        cfg = tora.infer_config(sd)
+    except KeyError as e:
+        raise WeightsError(f"{where}: missing key {str(e)}") from None
+    patch, _, _ = tora._dit_geometry(model)
+    if cfg["in_channels"] % (patch * patch):
+        raise WeightsError(f"{where}: traj_extractor.conv_in takes {cfg['in_channels']} channels, not a multiple of "
+                           f"the DiT's patch² ({patch * patch})")
+    adapter, _ = tora.attach_tora(model, cfg["in_channels"] // (patch * patch), channels=cfg["channels"],
+                                  nums_rb=cfg["nums_rb"])
+    expected = tora.tora_state_dict_keys(adapter)
+    check_state_dict(expected, {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}, where)
+    adapter.load_state_dict(sd, strict=False)
+    return model
 
 
 # --------------------------------------------------------------------------- vae

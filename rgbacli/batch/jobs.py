@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import time
+
+import numpy as np
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,8 +20,10 @@ from rgbacli.batch.story import run_story
 from rgbacli.errors import RgbaError
 from rgbacli.fsutil import check_output
 from rgbacli.media import Clip, matte_path, write_clip, write_contact_sheet, write_matte, write_preview_mp4
+from rgbacli.media.preview import PATH_COLOUR, TRACK_COLOUR, centroid_tracks
 from rgbacli.media.write import check_delivery, check_writable
 from rgbacli.pipelines.t2v import GenerateParams, TextToRGBAPipeline
+from rgbacli.pipelines.trajectory import TrajectoryPipeline
 from rgbacli.registry import Registry
 
 
@@ -129,15 +133,21 @@ def run_generate(engine, job: Job, progress: Callable[[int, int], None]) -> dict
         check_writable(matte, opts.get("force", False))
     params = GenerateParams(**job.params)
     t0 = time.perf_counter()
-    result = TextToRGBAPipeline(engine)(params, progress=progress)
+    pipeline = TextToRGBAPipeline(engine) if params.trajectory is None else TrajectoryPipeline(engine)
+    result = pipeline(params, progress=progress)
     clip = Clip(frames=result.frames.numpy(), fps=params.fps, had_alpha=True)
     path = write_clip(clip, out, force=opts.get("force", False), premultiplied=opts.get("premultiplied", False),
                       **delivery)
     if matte is not None:
         write_matte(clip, matte, force=opts.get("force", False), **delivery)
+    tracks, realised = None, None
+    if params.trajectory is not None:
+        requested = np.asarray(params.trajectory, np.float64)
+        realised = centroid_tracks(clip.frames[..., 3], requested)
+        tracks = [(p, PATH_COLOUR) for p in requested] + [(r, TRACK_COLOUR) for r in realised]
     if extras:
-        write_preview_mp4(clip, extras[0], force=opts.get("force", False))
-        write_contact_sheet(clip, extras[1], force=opts.get("force", False))
+        write_preview_mp4(clip, extras[0], force=opts.get("force", False), tracks=tracks)
+        write_contact_sheet(clip, extras[1], force=opts.get("force", False), tracks=tracks)
     t, h, w, _ = result.frames.shape
     alpha = result.frames[..., 3]
     return {
@@ -147,6 +157,9 @@ def run_generate(engine, job: Job, progress: Callable[[int, int], None]) -> dict
         "alpha_mean": round(float(alpha.mean()), 4), "alpha_coverage": round(float((alpha > 0.5).float().mean()), 4),
         "alpha": "premultiplied" if opts.get("premultiplied") else "straight",
         **({"matte": matte} if matte else {}),
+        **({} if realised is None else {"trajectory_method": params.trajectory_method,
+                                         "trajectory_error_px": round(float(np.linalg.norm(
+                                             realised - np.asarray(params.trajectory), axis=-1).mean()), 3)}),
     }
 
 JOB_KINDS.add("story", run_story)

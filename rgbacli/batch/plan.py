@@ -43,7 +43,8 @@ def parse_size(size: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-_ITEM_KEYS = {"prompt", "seed", "frames", "size", "output", "negative", "steps", "guidance", "shift", "fps"}
+_ITEM_KEYS = {"prompt", "seed", "frames", "size", "output", "negative", "steps", "guidance", "shift", "fps",
+              "trajectory"}
 
 
 def parse_prompt_lines(text: str) -> list[BatchItem]:
@@ -86,6 +87,14 @@ def parse_prompt_lines(text: str) -> list[BatchItem]:
                 continue
             if "output" in obj:
                 item.output = str(obj["output"])
+            if "trajectory" in obj:  # a file, a list of files, or an inline {"canvas", "objects"} document
+                from rgbacli.pipelines.trajectory_input import item_trajectories
+
+                try:
+                    item.overrides["trajectory_given"] = item_trajectories(obj["trajectory"], f"line {lineno} trajectory")
+                except UsageError as e:
+                    item.error = f"line {lineno}: {e}"
+                    continue
         else:
             item.prompt = line
     return items
@@ -138,9 +147,18 @@ def default_output(prompt: str) -> str:
 def generate_job(index: int, line: int, prompt: str, seed: int, output: str, common: dict, sampling: dict,
                  options: dict, limits: Limits | None = None) -> Job:
     """A generate job with its parameters filled from the preset's `sampling` defaults and checked
-    (against the model's `limits` when given): a UsageError names the bad value and its limit."""
-    params = params_from_sampling(sampling, prompt, seed=seed, **common).validate(limits).to_dict()
-    return Job(index, line, prompt, "generate", seed, output, params, dict(options))
+    (against the model's `limits` when given): a UsageError names the bad value and its limit.
+    Trajectories are resampled to its frames and size."""
+    common = dict(common)
+    given, error = common.pop("trajectory_given", None), common.pop("trajectory_error", None)
+    params = params_from_sampling(sampling, prompt, seed=seed, **common).validate(limits)
+    if given:
+        from rgbacli.pipelines.trajectory_input import resolve
+
+        if error:
+            raise UsageError(error)
+        params.trajectory = resolve(given, params.frames, params.width, params.height, params.trajectory_method)
+    return Job(index, line, prompt, "generate", seed, output, params.to_dict(), dict(options))
 
 
 def plan_generate(text: str, pattern: str, seed: int, common: dict, sampling: dict, options: dict,

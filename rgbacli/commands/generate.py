@@ -36,6 +36,14 @@ def generate(
                        "decoders) or alpha-tokens (TransPixar); default: the preset's.")] = None,
     motion_guidance: Annotated[Optional[float], typer.Option("--motion-guidance", help="GenTron motion-free "
                                "guidance scale λM (e.g. 1.0–1.3).")] = None,
+    trajectory: Annotated[Optional[list[str]], typer.Option("--trajectory", help="Motion path of one object: a "
+                          "Tora .txt (one x,y per line on 256x256) or a .json ({\"canvas\": [w, h], \"objects\": "
+                          "[[[x, y], ...]]}); repeat for more objects (docs/trajectory.md).")] = None,
+    path: Annotated[Optional[list[str]], typer.Option("--path", help="Motion path in output pixels, e.g. "
+                    "\"8,32 56,32\"; repeatable.")] = None,
+    trajectory_method: Annotated[Optional[str], typer.Option("--trajectory-method", help="tora (the preset's "
+                                 "trained adapter; default where it has one) or noise (Wan-Alpha v2's training-free "
+                                 "noise shift).")] = None,
     prompts: Annotated[Optional[str], typer.Option("--prompts", help="Batch: file with one prompt per line or "
                        "JSONL items; '-' reads stdin.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Batch: skip items already done per the manifest.")] = False,
@@ -88,6 +96,7 @@ def generate(
         from rgbacli.pipelines.params import params_from_sampling
 
         params_from_sampling(engine.preset.sampling, "batch", seed=seed, **common).validate(_limits(engine, target))
+    _add_trajectory(engine.preset, common, trajectory, path, trajectory_method, prompt is None)
 
     if prompts is None:
         engine.check_weights()  # every missing file at once, before any work
@@ -103,6 +112,29 @@ def generate(
     placement = dict(device=device, dtype=dtype, offload=offload, weights_dir=weights_dir)
     raise typer.Exit(_run_batch(engine, prompts, output, seed, common, options, resume, manifest, as_json,
                                 target, placement))
+
+
+def _add_trajectory(preset, common: dict, files, paths, method, batch: bool) -> None:
+    """Parse --trajectory/--path into `common` (resolved per clip by rgbacli/batch/plan.py, where a batch
+    item may carry its own `trajectory`)."""
+    from rgbacli.pipelines.params import params_from_sampling
+    from rgbacli.pipelines.trajectory_input import choose_method, load_trajectory_file, parse_path_option
+
+    p = params_from_sampling(preset.sampling, "", **{k: v for k, v in common.items() if v is not None})
+    given = [t for f in files or [] for t in load_trajectory_file(f)]
+    given += [parse_path_option(text, p.width, p.height) for text in paths or []]
+    if not given and not batch:
+        if method is not None:
+            raise UsageError("--trajectory-method needs --trajectory FILE or --path")
+        return
+    try:
+        common["trajectory_method"] = choose_method(preset, method)
+    except UsageError as e:
+        if given:
+            raise
+        common["trajectory_error"] = str(e)  # only items that ask for a trajectory fail
+    if given:
+        common["trajectory_given"] = given
 
 
 def _run_one(engine, job) -> dict:

@@ -165,6 +165,9 @@ _dit_command("dora", "stage_dora", 20,
 _dit_command("alpha-tokens", "stage_alpha_tokens", 18,
              "Stage 4b (TransPixar): alpha tokens on the base DiT, for `--backend alpha-tokens`.")
 
+_dit_command("trajectory", "stage_trajectory", 40,
+             "Stage 5 (Tora): trajectory extractor + motion fusers on the frozen DiT, for `--trajectory`.")
+
 
 @train_app.command("latents")
 def latents(stage: Annotated[str, typer.Argument(help="The DiT stage whose cache to build: base-dit, dora or "

@@ -276,11 +276,13 @@ def _material(f: shapes.Field, obj: ObjectSpec, u, v, tau, px):
     return rgb, alpha
 
 
-def _render_window(obj: ObjectSpec, size: int, frames: int):
+def _render_window(obj: ObjectSpec, size: int, frames: int, centre: np.ndarray | None = None):
     """Evaluate one object on a per-frame window that follows it (the whole frame when the
     object is large): (origin (T, 2) int x0/y0 of each window, premultiplied RGB (T, S, S, 3),
-    alpha (T, S, S), path)."""
+    alpha (T, S, S), path). `centre` (T, 2) pixels replaces the motion's own path (trajectories)."""
     path = motion_path(obj, size, frames)
+    if centre is not None:
+        path = replace(path, centre=np.asarray(centre, dtype=np.float64).reshape(frames, 2))
     cu, cv, reach = shapes.calibration(obj.subject, obj.variant)
     params = shapes.variant_params(obj.subject, obj.variant)
     radius = obj.radius * size
@@ -310,14 +312,15 @@ def _render_window(obj: ObjectSpec, size: int, frames: int):
     return origin, (rgb * alpha[..., None]).astype(np.float32), alpha, path
 
 
-def render(spec: ClipSpec, size: int = DEFAULT_SIZE, frames: int = DEFAULT_FRAMES):
-    """Composite a spec back to front: (rgba (T,H,W,4), masks (N,T,H,W), track (N,T,2))."""
+def render(spec: ClipSpec, size: int = DEFAULT_SIZE, frames: int = DEFAULT_FRAMES, centres=None):
+    """Composite a spec back to front: (rgba (T,H,W,4), masks (N,T,H,W), track (N,T,2)); `centres`
+    (N, T, 2) pixels, if given, moves each object along its own path instead of its motion's."""
     n_obj = len(spec.objects)
     masks = np.zeros((n_obj, frames, size, size), np.float32)
     tracks = np.zeros((n_obj, frames, 2), np.float32)
     acc = acc_a = None  # premultiplied RGB and alpha while compositing
     for n, obj in enumerate(spec.objects):
-        origin, win, win_a, path = _render_window(obj, size, frames)
+        origin, win, win_a, path = _render_window(obj, size, frames, None if centres is None else centres[n])
         tracks[n] = path.centre
         if win.shape[1] == size and not origin.any():
             rgb, alpha = win, win_a

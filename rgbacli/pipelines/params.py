@@ -63,6 +63,10 @@ class GenerateParams:
     shift: float = 5.0
     solver: str = "unipc"
     motion_guidance: float | None = None
+    trajectory: list | None = None  # (objects, frames, 2) output pixels (rgbacli/pipelines/trajectory.py)
+    trajectory_method: str | None = None  # "tora" or "noise"
+    trajectory_shift: float | None = None  # the noise method's mean shift (preset sampling default)
+    trajectory_direction: list | None = None  # and its per-channel direction (None: Wan-Alpha v2's background shift)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,7 +109,8 @@ class GenerateParams:
     def sampling_key(self) -> tuple:
         """What clips sampled in one batch must share (everything but prompt, negative and seed)."""
         return (self.frames, self.width, self.height, self.steps, self.guidance, self.shift, self.solver,
-                self.motion_guidance)
+                self.motion_guidance, self.trajectory is not None, self.trajectory_method, self.trajectory_shift,
+                tuple(self.trajectory_direction or ()))
 
 
 def _whole(value, name: str, low: int, high: int, rule: str) -> None:

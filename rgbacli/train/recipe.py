@@ -7,6 +7,7 @@
 3c. rgb-decoder    the fused RGB decoder copy only, whole clips   → vae.safetensors (merged decoders)
 4. dora       DoRA on the DiT over RGBA latents, motion-free    → dora.safetensors (Wan-Alpha layout)
 4b. alpha-tokens  TransPixar alpha tokens on the base DiT          → alpha_tokens.safetensors
+5. trajectory Tora extractor + motion fusers on the frozen DiT    → trajectory.safetensors
 `export` copies the shipped files into the package (rgbacli/weights/tiny/).
 """
 
@@ -55,7 +56,7 @@ def _dit_config(minutes: float, p_short: float = P_SHORT, object_weight: float =
     return DiTTrainConfig(minutes=minutes, steps=100_000, lr=1e-3, p_short=p_short, object_weight=object_weight)
 
 SHIPPED = ("text_encoder.safetensors", "transformer.safetensors", "dora.safetensors", "vae.safetensors",
-           "base_vae.safetensors", "alpha_tokens.safetensors")
+           "base_vae.safetensors", "alpha_tokens.safetensors", "trajectory.safetensors")
 
 # Each stage's checkpoint and the files it creates (rgba-decoders and rgb-decoder update vae.safetensors).
 STAGE_FILES = {
@@ -66,6 +67,7 @@ STAGE_FILES = {
     "rgb-decoder": ("rgb_decoder.ckpt.safetensors", ()),
     "dora": ("dora.ckpt.safetensors", ("dora.safetensors",)),
     "alpha-tokens": ("alpha_tokens.ckpt.safetensors", ("alpha_tokens.safetensors",)),
+    "trajectory": ("trajectory.ckpt.safetensors", ("trajectory.safetensors",)),
 }
 MADE_BY = {name: stage for stage, (_, outs) in STAGE_FILES.items() for name in outs}
 
@@ -369,3 +371,43 @@ def export(run: Path, to: Path, force: bool = False) -> list[Path]:
         with atomic_output(to / src.name, force=True) as tmp:
             shutil.copyfile(src, tmp)
     return [to / src.name for src in sources]
+
+
+def stage_trajectory(run: Path, minutes: float, resume: bool, clips: int, log, folder: str | None = None) -> dict:
+    """Tora on the frozen tiny model: the base (text encoder, DiT + DoRA, RGBA VAE) from the run folder
+    where it has them, else the shipped ones; only the extractor and fusers train."""
+    from rgbacli.engine import Engine
+    from rgbacli.models.tora import attach_tora, save_tora
+    from rgbacli.presets import load_preset
+    from rgbacli.seeding import seeded
+    from rgbacli.train.trajectory import (TrajectorySet, TrajectoryTrainConfig, encode_trajectory_set,
+                                          eval_motion_loss, train_trajectory)
+
+    if folder:
+        raise RgbaError("the trajectory stage trains on procedural clips (their exact centre tracks); --data is not supported")
+    preset = load_preset("tiny")
+    section = preset.components["transformer"]
+    section["adapters"] = [a for a in section.get("adapters", []) if a.get("kind") != "trajectory"]
+    engine = Engine(preset, device="cpu", dtype="float32", weights_dir=str(run))
+    backend = WanAlphaBackend(engine.component("transformer"), engine.component("vae"))
+    text = engine.component("text_encoder")
+    cache = run / "trajectory_latents.safetensors"
+    if cache.exists():
+        data = TrajectorySet.load(cache)
+    else:
+        data = encode_trajectory_set(backend.vae.encode, backend.encode_rgb, clips, seed0=200_000, size=tc.TINY_SIZE,
+                                     frames=tc.TINY_FRAMES, spatial_factor=backend.spatial_factor,
+                                     progress=lambda i, n: log(i, n, None, "encode trajectory latents"))
+        data.save(cache)
+    with seeded(0):
+        adapter, _ = attach_tora(backend.transformer, backend.latent_channels, **tc.TINY_TORA)
+    held = encode_trajectory_set(backend.vae.encode, backend.encode_rgb, 32, seed0=2_900_000, size=tc.TINY_SIZE,
+                                 frames=tc.TINY_FRAMES, spatial_factor=backend.spatial_factor)
+    before = eval_motion_loss(backend, text, held)
+    result = train_trajectory(backend, text, adapter, data, TrajectoryTrainConfig(minutes=minutes),
+                              run / "trajectory.ckpt.safetensors", resume, log)
+    after = eval_motion_loss(backend, text, held)
+    result.update(heldout_loss_before=before["with_motion"], heldout_loss_with_motion=after["with_motion"],
+                  heldout_loss_without_motion=after["without_motion"])
+    save_tora(adapter, run / "trajectory.safetensors")
+    return result

@@ -19,3 +19,4 @@ TINY_TEXT = dict(width=128, layers=2, heads=4, max_len=24)
 TINY_VAE_LORA = dict(rank=8, alpha=8.0)  # scale 1; a conv LoRA costs ~r/channels of its conv (8–32 channels here)
 TINY_DORA = dict(rank=16, alpha=16.0)
 TINY_ALPHA_TOKENS = dict(rank=16, alpha=16.0)  # TransPixar alpha-token LoRA (reference: rank 128)
+TINY_TORA = dict(channels=32, nums_rb=1)  # Tora: 128 channels, 2 residual blocks per DiT block
