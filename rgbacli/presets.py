@@ -23,7 +23,7 @@ PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 SAMPLING_KEYS = {
     "width": int, "height": int, "frames": int, "fps": float, "steps": int,
     "guidance": float, "shift": float, "solver": str, "negative": str,
-    "motion_guidance": float,
+    "motion_guidance": float, "dynamic_cfg": bool,
 }
 COMPONENT_KEYS = {"path", "repo", "format", "optional", "config", "scale", "kind", "rank", "alpha", "tokenizer",
                   "seed", "random_lora"}

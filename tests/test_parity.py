@@ -161,3 +161,60 @@ def test_wan_alpha_vae_bin_is_found_in_its_repo(tmp_path, monkeypatch, preset):
     monkeypatch.setenv("RGBA_WEIGHTS", "")
     found = {f.role: f.found for f in resolve_files(load_preset(preset))}
     assert found["vae.encoder"] == snap / "Wan-Alpha-VAE.bin"
+
+
+# ----------------------------------------------------------------------------- CogVideoX T5
+def _t5_files(folder):
+    """A tiny T5 encoder and a word-level tokenizer saved as diffusers-layout folders."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    words = ["<pad>", "</s>", "<unk>", "a", "red", "orb", "glass", "jellyfish", "drifting", "left"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+                            ).save_pretrained(folder / "tokenizer")
+    torch.manual_seed(0)
+    T5EncoderModel(T5Config(vocab_size=len(words), d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2)
+                   ).eval().save_pretrained(folder / "text_encoder")
+    return folder / "text_encoder", folder / "tokenizer"
+
+
+def test_cogvideox_t5_has_no_mask_and_keeps_padding(tmp_path):
+    from types import SimpleNamespace
+
+    from diffusers import CogVideoXPipeline
+
+    from rgbacli.models.hf_text_encoder import HFTextEncoder
+
+    enc_dir, tok_dir = _t5_files(tmp_path)
+    ours = HFTextEncoder.load("t5", enc_dir, tok_dir, max_length=12)
+    prompts = ["a red orb drifting left", "a glass jellyfish"]
+    with torch.no_grad():
+        hidden, _ = ours.encode(prompts)
+        stand_in = SimpleNamespace(tokenizer=ours.tokenizer, text_encoder=ours.model)
+        ref = CogVideoXPipeline._get_t5_prompt_embeds(stand_in, prompts, max_sequence_length=12,
+                                                       device=torch.device("cpu"), dtype=torch.float32)
+    assert (hidden[1, 4:].abs().amax(-1) > 0).all()  # padding rows are real embeddings, not zeros
+    torch.testing.assert_close(hidden, ref, atol=0, rtol=0)
+    umt5_style = HFTextEncoder(ours.model, ours.tokenizer, 12)  # Wan keeps its mask and zeroed padding
+    with torch.no_grad():
+        assert (umt5_style.encode(prompts)[0][1, 4:] == 0).all()
+
+
+# ----------------------------------------------------------------------------- CogVideoX sampling
+def test_transpixar_preset_samples_as_the_reference():
+    from diffusers import CogVideoXDPMScheduler
+
+    from rgbacli.pipelines.schedulers import make_scheduler
+
+    s = load_preset("transpixar-cogvideox-5b").sampling
+    assert (s["solver"], s["dynamic_cfg"], s["guidance"], s["steps"], s["frames"], s["width"], s["height"]) == \
+        ("cogvideox-dpm", True, 6.0, 50, 49, 720, 480)
+    sched = make_scheduler(s["solver"], s["shift"])
+    assert isinstance(sched.inner, CogVideoXDPMScheduler) and sched.config.timestep_spacing == "trailing"
+    sched.set_timesteps(50)
+    assert int(sched.timesteps[0]) == 999 and sched.config.prediction_type == "v_prediction"
+    tiny = load_preset("tiny-alpha-tokens").sampling  # the embedded model keeps its cheap settings
+    assert (tiny["solver"], tiny["steps"], tiny.get("dynamic_cfg", False)) == ("unipc", 16, False)

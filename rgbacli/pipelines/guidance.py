@@ -8,11 +8,19 @@ Extra conditioning (image or motion embeddings, keyframes) is replicated for eve
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["GuidancePass", "GuidancePlan", "GuidedBatch"]
+__all__ = ["GuidancePass", "GuidancePlan", "GuidedBatch", "dynamic_text_scale"]
+
+
+def dynamic_text_scale(scale: float, steps: int, timestep: float) -> float:
+    """CogVideoXPipeline's `use_dynamic_cfg` text scale at one step, its formula as written (it
+    reads the timestep value, 999…0, where a step index may have been meant):
+    ``1 + scale · (1 − cos(π · ((steps − t) / steps) ** 5)) / 2``."""
+    return 1 + scale * ((1 - math.cos(math.pi * ((steps - float(timestep)) / steps) ** 5.0)) / 2)
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,13 @@ class GuidancePlan:
         candidates = (GuidancePass(True, True, lt), GuidancePass(False, True, lm - lt), GuidancePass(False, False, 1.0 - lm))
         # The weights sum to 1, so at least one pass remains.
         return cls(lt, lm, tuple(p for p in candidates if p.weight != 0.0))
+
+    def with_text_scale(self, text_scale: float) -> "GuidancePlan":
+        """The same passes with another text scale (dynamic CFG changes it every step)."""
+        lt, lm = float(text_scale), self.motion_scale
+        weight = {(True, True): lt, (False, True): lm - lt, (False, False): 1.0 - lm}
+        return GuidancePlan(lt, lm, tuple(GuidancePass(p.text, p.motion, weight[(p.text, p.motion)])
+                                          for p in self.passes))
 
     @property
     def num_passes(self) -> int:

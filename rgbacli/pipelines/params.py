@@ -21,6 +21,7 @@ class GenerateParams:
     shift: float = 5.0
     solver: str = "unipc"
     motion_guidance: float | None = None
+    dynamic_cfg: bool = False  # CogVideoXPipeline's use_dynamic_cfg (the TransPixar preset)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -28,7 +29,7 @@ class GenerateParams:
     def sampling_key(self) -> tuple:
         """What clips sampled in one batch must share (everything but prompt, negative and seed)."""
         return (self.frames, self.width, self.height, self.steps, self.guidance, self.shift, self.solver,
-                self.motion_guidance)
+                self.motion_guidance, self.dynamic_cfg)
 
 
 def params_from_sampling(sampling: dict, prompt: str, **overrides) -> GenerateParams:
