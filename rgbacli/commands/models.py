@@ -28,7 +28,7 @@ def models(
             "preset": p.name, "description": p.description, "backend": p.backend, "ready": ready,
             "source": str(p.source),
             "files": [{"role": f.role, "file": f.path, "repo": f.repo, "optional": f.optional,
-                       "found": str(f.found) if f.found else None} for f in files],
+                       "found": str(f.found) if f.found else None, "note": f.note} for f in files],
         })
     if as_json:
         print_json({"presets": report})
@@ -43,5 +43,7 @@ def models(
         for f in entry["files"]:
             status = f"[green]found[/green] {f['found']}" if f["found"] else (
                 "[yellow]absent (optional)[/yellow]" if f["optional"] else "[red]missing[/red]")
+            if f["note"] and not f["found"]:
+                status += f" — {f['note']}"
             table.add_row(f["role"], f["file"] + (f"  ({f['repo']})" if f["repo"] else ""), status)
         err.print(table)

@@ -20,6 +20,7 @@ from rgbacli.engine import Engine
 from rgbacli.errors import UsageError
 from rgbacli.models.attention import context_of
 from rgbacli.models.motion_free import enable_motion_free
+from rgbacli.models.noise_shift import NoiseShift
 from rgbacli.pipelines.guidance import GuidancePlan, dynamic_text_scale
 from rgbacli.pipelines.params import GenerateParams, params_from_sampling
 from rgbacli.pipelines.schedulers import make_scheduler, predicted_x0
@@ -74,10 +75,14 @@ class TextToRGBAPipeline:
         return text, uncond
 
     def prepare_latents(self, p: GenerateParams, seeds: list[int]) -> torch.Tensor:
-        """Noise per clip from a CPU generator seeded by its seed (device-independent), shaped by the backend."""
+        """Noise per clip from a CPU generator seeded by its seed (device-independent), mean-shifted
+        outside a mask when `p` asks for Wan-Alpha v2.0's noise shift, shaped by the backend."""
         shape = (1, *self.latent_shape(p))
         noise = torch.cat([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(s)), dtype=torch.float32)
                            for s in seeds])
+        shift = NoiseShift.from_options(p.alpha_shift, p.alpha_mask, p.alpha_center, p.alpha_size)
+        if shift is not None:
+            noise = shift.apply(noise)
         return self.engine.backend.prepare_latents(noise.to(self.engine.device))
 
     @torch.no_grad()
