@@ -27,7 +27,7 @@ from torch import nn
 
 from rgbacli.errors import WeightsError
 from rgbacli.models.wan_names import DORA_TARGETS, diffusers_to_wan, strip_prefix, wan_to_diffusers
-from rgbacli.weights.io import load_state_dict
+from rgbacli.weights.io import adapter_metadata, load_state_dict, save_safetensors
 
 __all__ = [
     "parse_adapter",
@@ -36,6 +36,7 @@ __all__ = [
     "merge_adapter",
     "add_dora_adapter",
     "export_dora_state_dict",
+    "save_adapter",
     "AdapterModule",
 ]
 
@@ -271,6 +272,13 @@ def add_dora_adapter(
     for p in transformer.parameters():
         p.requires_grad_(False)
     transformer.add_adapter(config, adapter_name=adapter_name)
+
+
+def save_adapter(tensors: StateDict, path: str | Path, base: nn.Module | dict) -> Path:
+    """Write a DoRA/LoRA state dict as safetensors with the fingerprint of the base it was made on
+    (`base`: the pristine model, or its `weights.io.base_fingerprint` taken before peft injected
+    the adapter); presets check it at load."""
+    return save_safetensors(tensors, path, metadata=adapter_metadata(base))
 
 
 def export_dora_state_dict(transformer: nn.Module, adapter_name: str = "default") -> StateDict:
