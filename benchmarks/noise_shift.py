@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--means", default="0.05,0.25,0.5,1.0")
+    ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the prompts")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -61,8 +62,9 @@ def main() -> None:
     rows = {"off": {"left_err": [], "right_err": [], "start_x": [], "end_x": []}}
     for m in means:
         rows[m] = {"left_err": [], "right_err": [], "start_x": [], "end_x": [], "side_ok": []}
-    for prompt in PROMPTS:
+    for prompt in PROMPTS[: args.prompts]:
         for seed in range(args.seeds):
+            print(f"{prompt!r} seed {seed} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
             off = run(prompt, seed)
             cx = float(off[:, 0].mean())
             rows["off"]["left_err"].append(abs(cx - LEFT[0]))
@@ -83,7 +85,7 @@ def main() -> None:
     def avg(v):
         return sum(v) / len(v) if v else float("nan")
 
-    report = {"preset": args.preset, "clips_per_setting": len(PROMPTS) * args.seeds,
+    report = {"preset": args.preset, "clips_per_setting": args.prompts * args.seeds,
               "seconds": round(time.perf_counter() - t0, 1), "settings": {}}
     for key, r in rows.items():
         report["settings"][str(key)] = {k: round(avg(v), 4) for k, v in r.items()}

@@ -218,3 +218,25 @@ def test_transpixar_preset_samples_as_the_reference():
     assert int(sched.timesteps[0]) == 999 and sched.config.prediction_type == "v_prediction"
     tiny = load_preset("tiny-alpha-tokens").sampling  # the embedded model keeps its cheap settings
     assert (tiny["solver"], tiny["steps"], tiny.get("dynamic_cfg", False)) == ("unipc", 16, False)
+
+
+# ----------------------------------------------------------------------------- our sampler vs WanPipeline
+@pytest.mark.parametrize("guidance", [1.0, 5.0])
+def test_sampler_matches_wan_pipeline(tiny_preset, guidance):
+    """Same random Wan DiT, prompt embeddings, noise and scheduler: WanPipeline's final latents."""
+    from rgbacli.engine import Engine
+    from rgbacli.parity import wan_pipeline_latents
+    from rgbacli.pipelines.guidance import GuidancePlan
+    from rgbacli.pipelines.t2v import TextToRGBAPipeline, params_from_preset
+
+    eng = Engine(str(tiny_preset), device="cpu")
+    pipe = TextToRGBAPipeline(eng)
+    p = params_from_preset(eng, "x", steps=3, guidance=guidance, shift=5.0, solver="unipc")
+    g = torch.Generator().manual_seed(0)
+    text, uncond = torch.randn(1, 24, 32, generator=g), torch.randn(1, 24, 32, generator=g)
+    latents = pipe.prepare_latents(p, [1])
+    u = uncond if guidance > 1 else None
+    ours = pipe.denoise(latents, text, u, p, GuidancePlan.build(guidance))
+    with torch.no_grad():
+        ref = wan_pipeline_latents(eng.component("transformer"), latents, text, u, 3, guidance, 5.0)
+    assert (ours - ref).abs().max() <= 1e-5 and (ours - latents).abs().max() > 0.1
