@@ -264,13 +264,18 @@ def vs_diffusers(args) -> dict:
     def side_by_side(ours_fn, ref_fn):
         ours_t, ref_t, a, b = [], [], None, None
         ours_fn(), ref_fn()  # warm-up: caches (RoPE tables), allocator
-        for _ in range(args.repeat):
+
+        def timed(fn, into):
             t = time.perf_counter()
-            a = ours_fn()
-            ours_t.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            b = ref_fn()
-            ref_t.append(time.perf_counter() - t)
+            result = fn()
+            into.append(time.perf_counter() - t)
+            return result
+
+        for i in range(args.repeat):  # alternate which side goes first
+            if i % 2 == 0:
+                a, b = timed(ours_fn, ours_t), timed(ref_fn, ref_t)
+            else:
+                b, a = timed(ref_fn, ref_t), timed(ours_fn, ours_t)
         return {"max_abs_diff": float((a - b).abs().max()), "latent_abs_max": float(a.abs().max()),
                 "ours_s_per_step": min(ours_t) / args.vs_steps, "diffusers_s_per_step": min(ref_t) / args.vs_steps,
                 "ours_over_diffusers": min(ours_t) / min(ref_t)}
