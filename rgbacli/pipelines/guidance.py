@@ -88,6 +88,9 @@ class GuidancePlan:
         if self.needs_uncond_text and uncond is None:
             raise ValueError("this guidance plan needs unconditional text embeddings")
         b, n = latents.shape[0], self.num_passes
+        if n == 1 and self.passes[0].text:  # one conditional pass (guidance 1): no copies
+            off = torch.zeros(b, dtype=torch.bool) if self.passes[0].motion else torch.ones(b, dtype=torch.bool)
+            return GuidedBatch(latents, text, off, dict(cond or {}))
         x = torch.cat([latents] * n)
         ctx = torch.cat([text if p.text else uncond.expand_as(text) for p in self.passes])
         off = torch.tensor([not p.motion for p in self.passes], dtype=torch.bool).repeat_interleave(b)
@@ -96,6 +99,8 @@ class GuidancePlan:
 
     def combine(self, prediction: torch.Tensor) -> torch.Tensor:
         """Weighted sum of the passes of a pass-major batched prediction (in float32)."""
+        if self.num_passes == 1 and self.passes[0].weight == 1.0:
+            return prediction
         chunks = prediction.float().chunk(self.num_passes)
         out = sum(p.weight * c for p, c in zip(self.passes, chunks))
         return out.to(prediction.dtype)
