@@ -36,8 +36,9 @@ def generate(
     motion_guidance: Annotated[Optional[float], typer.Option("--motion-guidance", help="GenTron motion-free "
                                "guidance scale λM (e.g. 1.0–1.3).")] = None,
     alpha_shift: Annotated[Optional[float], typer.Option("--alpha-shift", help="Wan-Alpha v2.0 noise shift: the "
-                           "mean added to the initial noise outside the mask (default from preset, else 0.05); needs "
-                           "--alpha-mask or --alpha-center.")] = None,
+                           "mean added to the initial noise outside the mask (default from preset, else 0.05; may be "
+                           "negative: which sign attracts the object depends on the latent space, "
+                           "docs/noise_shift.md); needs --alpha-mask or --alpha-center.")] = None,
     alpha_mask: Annotated[Optional[str], typer.Option("--alpha-mask", help="Noise-shift mask file (frames×H×W or "
                           "H×W, 1 where the object goes; the reference's torch file, .safetensors or .npy).")] = None,
     alpha_center: Annotated[Optional[str], typer.Option("--alpha-center", help="Noise-shift Gaussian ellipse centre "
