@@ -2,6 +2,7 @@
 
     python benchmarks/generate.py                 # CPU: tiny preset (trained weights) + medium random config
     python benchmarks/generate.py --device cuda   # + random-init Wan2.1-1.3B at 832x480x81, bf16, vs WanPipeline
+    python benchmarks/generate.py --vs-diffusers  # our sampler vs WanPipeline / CogVideoXPipeline (CPU, fp32)
 
 Every comparison is measured side by side in one run (alternating, best of --repeat) because
 machines are noisy. Peak memory runs each case in a fresh process (CPU: ru_maxrss delta with
@@ -187,6 +188,144 @@ def flop_ratios(steps: int = 4) -> dict:
     return out
 
 
+WAN_VS = """
+name = "vs-wan"
+backend = "wan-alpha"
+family = "wan"
+[text_encoder]
+kind = "tiny"
+format = "random"
+config = {{ width = 32, layers = 1, heads = 2, max_len = 8 }}
+[transformer]
+format = "random"
+config = {{ patch_size = [1, 2, 2], num_attention_heads = 12, attention_head_dim = 128, in_channels = 16, out_channels = 16, text_dim = 4096, freq_dim = 256, ffn_dim = 8960, num_layers = {layers}, rope_max_seq_len = 1024 }}
+[vae]
+format = "random"
+config = {{ base_dim = 8, z_dim = 16 }}
+rank = 2
+alpha = 1
+"""
+COG_TRANSFORMER = dict(num_attention_heads=8, attention_head_dim=64, in_channels=16, out_channels=16, time_embed_dim=512,
+                       text_embed_dim=4096, num_layers=2, sample_width=90, sample_height=60, sample_frames=49,
+                       patch_size=2, temporal_compression_ratio=4, max_text_seq_length=226,
+                       use_rotary_positional_embeddings=True)
+COG_VAE = dict(block_out_channels=[8, 16, 16, 16], down_block_types=["CogVideoXDownBlock3D"] * 4,
+               up_block_types=["CogVideoXUpBlock3D"] * 4, latent_channels=16, layers_per_block=1, norm_num_groups=4,
+               temporal_compression_ratio=4)
+
+
+def _toml_table(d: dict) -> str:
+    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in d.items()) + " }"
+
+
+def _cog_vs_preset(folder: Path, layers: int) -> Path:
+    """CogVideoX (a few layers, 4096-d T5 embeddings) + a zeroed TransPixar adapter file."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    from rgbacli.models.alpha_tokens import AlphaTokenTransformer, save_alpha_token_weights
+    from rgbacli.seeding import seeded
+
+    cfg = {**COG_TRANSFORMER, "num_layers": layers}
+    with seeded(0):
+        base = CogVideoXTransformer3DModel(**cfg)
+    save_alpha_token_weights(AlphaTokenTransformer(base, rank=128, lora_alpha=1.0), folder / "zero_alpha.safetensors")
+    path = folder / "vs-cog.toml"
+    path.write_text(f"""
+name = "vs-cog"
+backend = "alpha-tokens"
+family = "cogvideox"
+[text_encoder]
+kind = "tiny"
+format = "random"
+config = {{ width = 32, layers = 1, heads = 2, max_len = 8 }}
+[transformer]
+format = "random"
+config = {_toml_table(cfg)}
+adapters = [{{ kind = "alpha-tokens", path = "zero_alpha.safetensors", rank = 128, alpha = 1.0 }}]
+[vae]
+format = "random"
+config = {_toml_table(COG_VAE)}
+""")
+    return path
+
+
+def vs_diffusers(args) -> dict:
+    """Our sampler vs diffusers' WanPipeline and CogVideoXPipeline on the same random DiT, prompt
+    embeddings, starting noise and scheduler: max |Δ| of the final latents and s/step ours/diffusers,
+    alternating runs, best of --repeat."""
+    from rgbacli.engine import Engine
+    from rgbacli.parity import cogvideox_pipeline_latents, wan_pipeline_latents
+    from rgbacli.pipelines.guidance import GuidancePlan
+    from rgbacli.pipelines.t2v import TextToRGBAPipeline, params_from_preset
+
+    tmp = Path(tempfile.mkdtemp(prefix="rgba-vs-"))
+    out = {"threads": args.threads, "steps": args.vs_steps}
+
+    def side_by_side(ours_fn, ref_fn):
+        ours_t, ref_t, a, b = [], [], None, None
+        ours_fn(), ref_fn()  # warm-up: caches (RoPE tables), allocator
+
+        def timed(fn, into):
+            t = time.perf_counter()
+            result = fn()
+            into.append(time.perf_counter() - t)
+            return result
+
+        for i in range(args.repeat):  # alternate which side goes first
+            if i % 2 == 0:
+                a, b = timed(ours_fn, ours_t), timed(ref_fn, ref_t)
+            else:
+                b, a = timed(ref_fn, ref_t), timed(ours_fn, ours_t)
+        return {"max_abs_diff": float((a - b).abs().max()), "latent_abs_max": float(a.abs().max()),
+                "ours_s_per_step": min(ours_t) / args.vs_steps, "diffusers_s_per_step": min(ref_t) / args.vs_steps,
+                "ours_over_diffusers": min(ours_t) / min(ref_t)}
+
+    # --- Wan2.1-1.3B width and heads, a few layers, WanPipeline, UniPC flow (shift 5)
+    wan = tmp / "vs-wan.toml"
+    wan.write_text(WAN_VS.format(layers=args.vs_layers))
+    eng = Engine(str(wan), device="cpu")
+    pipe = TextToRGBAPipeline(eng)
+    g = torch.Generator().manual_seed(0)
+    text, uncond = torch.randn(1, 512, 4096, generator=g), torch.randn(1, 512, 4096, generator=g)
+    for guidance in (1.0, 5.0):
+        p = params_from_preset(eng, "x", width=args.vs_size, height=args.vs_size, frames=args.vs_frames,
+                               steps=args.vs_steps, guidance=guidance, shift=5.0, solver="unipc")
+        plan = GuidancePlan.build(guidance)
+        latents = pipe.prepare_latents(p, [0])
+        u = uncond if guidance > 1 else None
+        with torch.no_grad():
+            out[f"wan_guidance_{guidance:g}"] = side_by_side(
+                lambda: pipe.denoise(latents, text, u, p, plan),
+                lambda: wan_pipeline_latents(eng.component("transformer"), latents, text, u, p.steps, guidance, 5.0))
+    out["wan_config"] = {"width": 1536, "heads": 12, "ffn": 8960, "layers": args.vs_layers, "text": "1x512x4096",
+                         "latent": list(latents.shape)}
+    del eng, pipe
+
+    # --- CogVideoX on the alpha-token backend, adapter zeroed, CogVideoXDPMScheduler
+    eng = Engine(str(_cog_vs_preset(tmp, args.vs_layers)), device="cpu")
+    pipe = TextToRGBAPipeline(eng)
+    text, uncond = torch.randn(1, 226, 4096, generator=g), torch.randn(1, 226, 4096, generator=g)
+    for guidance, dynamic in ((1.0, False), (6.0, True)):
+        p = params_from_preset(eng, "x", width=args.vs_size, height=args.vs_size, frames=args.vs_frames,
+                               steps=args.vs_steps, guidance=guidance, dynamic_cfg=dynamic, solver="cogvideox-dpm")
+        plan = GuidancePlan.build(guidance)
+        latents = pipe.prepare_latents(p, [0])
+        u = uncond if guidance > 1 else None
+
+        def reference():
+            gen = torch.Generator().manual_seed(0)
+            torch.randn(latents[0].numel() // 2, generator=gen)  # the initial noise the seed drew
+            return cogvideox_pipeline_latents(eng.component("transformer"), latents, text, u, p.steps, guidance,
+                                              dynamic, gen)
+
+        with torch.no_grad():
+            out[f"cogvideox_guidance_{guidance:g}{'_dynamic' if dynamic else ''}"] = side_by_side(
+                lambda: pipe.denoise(latents, text, u, p, plan, seeds=[0]), reference)
+    out["cogvideox_config"] = {"width": 512, "heads": 8, "layers": args.vs_layers, "text": "1x226x4096",
+                               "latent": list(latents.shape), "adapter": "alpha tokens, zeroed (rank 128)"}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -199,10 +338,24 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--parts", default="overhead,scale,flops", help="comma list: overhead, scale, flops")
+    ap.add_argument("--vs-diffusers", action="store_true", help="only: our sampler vs WanPipeline / CogVideoXPipeline")
+    ap.add_argument("--vs-layers", type=int, default=2)
+    ap.add_argument("--vs-size", type=int, default=64)
+    ap.add_argument("--vs-frames", type=int, default=9)
+    ap.add_argument("--vs-steps", type=int, default=4)
     args = ap.parse_args()
     if args.child:
         return child(args)
     torch.set_num_threads(args.threads)
+    if args.vs_diffusers:
+        report = vs_diffusers(args)
+        print(json.dumps(report, indent=2))
+        for name, row in report.items():
+            if isinstance(row, dict) and "max_abs_diff" in row:
+                print(f"{name}: max |ours - diffusers| {row['max_abs_diff']:.2e} (target <= 1e-5 fp32); s/step ours "
+                      f"{row['ours_s_per_step']:.3f} / diffusers {row['diffusers_s_per_step']:.3f} = "
+                      f"{row['ours_over_diffusers']:.3f} (target <= 1.0)")
+        return
     tmp = Path(tempfile.mkdtemp(prefix="rgba-bench-"))
     report = {}
     # 1. RGBA overhead on the tiny preset (trained weights) and on a medium random config + alpha tokens.

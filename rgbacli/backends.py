@@ -136,7 +136,7 @@ class WanAlphaBackend(Backend):
 @BACKENDS.register("alpha-tokens")
 class AlphaTokenBackend(Backend):
     """TransPixar: the latent holds ``[RGB ; alpha]``; the plain VAE decodes both halves and the alpha
-    half becomes one channel (the mean of its three)."""
+    half becomes one channel (the max of its three, as the reference does)."""
 
     name, vae_kind, copies = "alpha-tokens", "plain", 2
 
@@ -162,7 +162,8 @@ class AlphaTokenBackend(Backend):
         return torch.cat([rgb, self.decode_alpha(latents)], dim=1) if rgba else rgb
 
     def decode_alpha(self, latents):
-        return self.vae.decode_rgb(self.half(latents, 1)).mean(dim=1, keepdim=True)
+        # TransPixar: alpha = the max of the alpha half's 3 decoded channels (in [0, 1])
+        return self.vae.decode_rgb(self.half(latents, 1)).amax(dim=1, keepdim=True)
 
     def encode_rgb(self, rgb):
         return self.vae.encode_rgb(rgb)

@@ -14,6 +14,7 @@ as one line, with the preset and the section it came from.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,7 +35,7 @@ from rgbacli.presets import Preset, require
 from rgbacli.registry import Registry
 from rgbacli.seeding import seeded
 from rgbacli.weights import wan_vae
-from rgbacli.weights.io import check_state_dict, load_state_dict
+from rgbacli.weights.io import base_fingerprint, check_adapter_base, check_state_dict, load_state_dict
 from rgbacli.weights.own import load_model
 
 
@@ -44,6 +45,8 @@ class BuildContext:
 
     preset: Preset
     weights_dir: str | None = None
+    # shapes + weights fingerprint of the component before its first adapter (weights.io.base_fingerprint)
+    base_fingerprint: dict | None = None
 
     def path(self, role: str) -> Path | None:
         """The file for `role` (e.g. "vae.decoder_lora"), None if optional and absent; else a WeightsError."""
@@ -87,8 +90,11 @@ def validate(preset: Preset) -> None:
 
 
 def apply_adapters(module: nn.Module, section_name: str, section: dict, ctx: BuildContext) -> nn.Module:
-    """Apply the section's `adapters = [...]` in order; an optional adapter whose file is absent is skipped."""
-    for i, ad in enumerate(section.get("adapters", [])):
+    """Apply the section's `adapters = [...]` in order; an optional adapter whose file is absent is skipped.
+    Every adapter is checked against the component as it was before the first one (`ctx.base_fingerprint`)."""
+    adapters = section.get("adapters", [])
+    ctx.base_fingerprint = base_fingerprint(module) if adapters else None
+    for i, ad in enumerate(adapters):
         kind = ad.get("kind")
         apply = ADAPTERS.get(kind, ctx.where(section_name))
         path = ctx.path(f"{section_name}.{kind}[{i}]")
@@ -163,25 +169,47 @@ def build_transformer(ctx: BuildContext, section: dict) -> Built:
     return Built(model)
 
 
+@contextmanager
+def _fits_base(path: Path, ctx: BuildContext, section: str = "transformer"):
+    """An adapter file and the base it is applied to: a fingerprint it carries (the files we write) must
+    match the base's; a released file without one is checked by shape by its loader, and a misfit is
+    one line naming the file and the preset."""
+    where = ctx.where(section)
+    if ctx.base_fingerprint is not None:
+        check_adapter_base(path, ctx.base_fingerprint, where)
+    try:
+        yield
+    except WeightsError as e:
+        raise WeightsError(f"{where}: {path.name} does not fit this base model (made for another one?): {e}") from None
+
+
 @ADAPTERS.register("dora")
 def _dora(model: nn.Module, spec: dict, path: Path, ctx: BuildContext) -> nn.Module:
     """Wan-Alpha DoRA, merged into the base weights (no cost per step)."""
-    dora.merge_dora(model, load_state_dict(path), scale=float(spec.get("scale", 1.0)))
+    with _fits_base(path, ctx):
+        dora.merge_dora(model, load_state_dict(path), scale=float(spec.get("scale", 1.0)))
     return model
 
 
 @ADAPTERS.register("lora")
 def _lora(model: nn.Module, spec: dict, path: Path, ctx: BuildContext) -> nn.Module:
     """A plain LoRA (e.g. LightX2V's distill LoRA), merged."""
-    dora.merge_lora(model, load_state_dict(path), scale=float(spec.get("scale", 1.0)))
+    with _fits_base(path, ctx):
+        dora.merge_lora(model, load_state_dict(path), scale=float(spec.get("scale", 1.0)))
     return model
 
 
 @ADAPTERS.register("alpha-tokens")
 def _alpha_tokens(model: nn.Module, spec: dict, path: Path, ctx: BuildContext) -> nn.Module:
     """TransPixar: wrap the DiT so it denoises [RGB ; alpha] latents, then load the adapter file."""
-    wrapped = AlphaTokenTransformer(model, rank=int(spec.get("rank", 128)), lora_alpha=float(spec.get("alpha", 1.0)))
-    load_alpha_token_weights(wrapped, path)
+    with _fits_base(path, ctx):
+        wrapped = AlphaTokenTransformer(model, rank=int(spec.get("rank", 128)),
+                                        lora_alpha=float(spec.get("alpha", 1.0)))
+        try:
+            load_alpha_token_weights(wrapped, path)
+        except WeightsError:
+            wrapped.remove()  # leave the base as it was
+            raise
     return wrapped
 
 

@@ -23,7 +23,7 @@ PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 SAMPLING_KEYS = {
     "width": int, "height": int, "frames": int, "fps": float, "steps": int,
     "guidance": float, "shift": float, "solver": str, "negative": str,
-    "motion_guidance": float, "trajectory_shift": float,
+    "motion_guidance": float, "dynamic_cfg": bool, "alpha_shift": float, "trajectory_shift": float,
     "trajectory_direction": lambda v: [float(x) for x in v],  # the noise method's per-channel shift
 }
 COMPONENT_KEYS = {"path", "repo", "format", "optional", "config", "scale", "kind", "rank", "alpha", "tokenizer",
@@ -40,6 +40,7 @@ class WeightFile:
     format: str | None = None
     optional: bool = False
     found: Path | None = None
+    note: str | None = None  # shown by `rgba models` (e.g. "no public release: train it yourself")
 
 
 @dataclass
@@ -74,7 +75,7 @@ class Preset:
                                           bool(entry.get("optional", False))))
             for i, ad in enumerate(comp.get("adapters", [])):
                 out.append(WeightFile(f"{cname}.{ad.get('kind', 'adapter')}[{i}]", ad["path"], ad.get("repo"),
-                                      ad.get("kind"), bool(ad.get("optional", False))))
+                                      ad.get("kind"), bool(ad.get("optional", False)), note=ad.get("note")))
         return out
 
 
@@ -272,7 +273,7 @@ def check_files(preset: Preset, weights_dir=None, files: list[WeightFile] | None
 
 def default_preset(weights_dir=None) -> str:
     """The first shipped real preset whose required files are all here, else the embedded 'tiny'."""
-    for name in ("wan-alpha-14b", "wan-alpha-1.3b"):
+    for name in ("wan-alpha-14b", "wan-alpha-v2-14b", "wan-alpha-1.3b"):
         files = resolve_files(load_preset(name), weights_dir)
         if all(f.found is not None or f.optional for f in files):
             return name

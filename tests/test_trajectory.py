@@ -243,7 +243,7 @@ def test_noise_shift_is_zero_on_the_path_and_full_far_from_it():
     noise = torch.zeros(1, 3, 10, 4, 8)  # alpha tokens: two copies of 5 frames
     out = shift_noise(noise, mask, 0.5)
     assert torch.allclose(out[0, 0, :5], (1 - mask) * 0.5) and torch.equal(out[:, :, :5], out[:, :, 5:])
-    with pytest.raises(ValueError, match="does not fit latents of 7 frames"):
+    with pytest.raises(UsageError, match="does not fit latents of 7 frames"):
         shift_noise(torch.zeros(1, 3, 7, 4, 8), mask, 0.5)
 
 

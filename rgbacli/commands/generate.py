@@ -30,7 +30,8 @@ def generate(
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="Text CFG scale; 1.0 skips the "
                         "unconditional pass entirely.")] = None,
     shift: Annotated[Optional[float], typer.Option("--shift", help="Flow-matching timestep shift.")] = None,
-    solver: Annotated[Optional[str], typer.Option("--solver", help="unipc or euler (default from preset).")] = None,
+    solver: Annotated[Optional[str], typer.Option("--solver", help="unipc, euler, cogvideox-dpm or cogvideox-ddim "
+                      "(default from preset).")] = None,
     negative: Annotated[Optional[str], typer.Option("--negative", help="Negative prompt (used when guidance > 1).")] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="wan-alpha (alpha in the latent, two "
                        "decoders) or alpha-tokens (TransPixar); default: the preset's.")] = None,
@@ -44,6 +45,16 @@ def generate(
     trajectory_method: Annotated[Optional[str], typer.Option("--trajectory-method", help="tora (the preset's "
                                  "trained adapter; default where it has one) or noise (Wan-Alpha v2's training-free "
                                  "noise shift).")] = None,
+    alpha_shift: Annotated[Optional[float], typer.Option("--alpha-shift", help="Wan-Alpha v2.0 noise shift: the "
+                           "mean added to the initial noise outside the mask (default from preset, else 0.05; may be "
+                           "negative: which sign attracts the object depends on the latent space, "
+                           "docs/noise_shift.md); needs --alpha-mask or --alpha-center.")] = None,
+    alpha_mask: Annotated[Optional[str], typer.Option("--alpha-mask", help="Noise-shift mask file (frames×H×W or "
+                          "H×W, 1 where the object goes; the reference's torch file, .safetensors or .npy).")] = None,
+    alpha_center: Annotated[Optional[str], typer.Option("--alpha-center", help="Noise-shift Gaussian ellipse centre "
+                            "X,Y (fractions of the frame), or X,Y:X2,Y2 to move it over the clip.")] = None,
+    alpha_size: Annotated[Optional[str], typer.Option("--alpha-size", help="Ellipse size W,H as fractions of the "
+                          "frame (default 0.5,0.5).")] = None,
     prompts: Annotated[Optional[str], typer.Option("--prompts", help="Batch: file with one prompt per line or "
                        "JSONL items; '-' reads stdin.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Batch: skip items already done per the manifest.")] = False,
@@ -83,7 +94,8 @@ def generate(
     if size is not None:
         width, height = parse_size(size)
     common = dict(frames=frames, width=width, height=height, fps=fps, steps=steps, guidance=guidance,
-                  shift=shift, solver=solver, negative=negative, motion_guidance=motion_guidance)
+                  shift=shift, solver=solver, negative=negative, motion_guidance=motion_guidance,
+                  **_noise_shift_options(alpha_shift, alpha_mask, alpha_center, alpha_size))
     if backend is not None:
         BACKENDS.get(backend, "--backend")
     chosen = with_backend(load_preset(preset or default_preset(weights_dir)), backend)
@@ -135,6 +147,22 @@ def _add_trajectory(preset, common: dict, files, paths, method, batch: bool) -> 
         common["trajectory_error"] = str(e)  # only items that ask for a trajectory fail
     if given:
         common["trajectory_given"] = given
+
+
+def _noise_shift_options(mean, mask, center, size) -> dict:
+    """--alpha-shift/--alpha-mask/--alpha-center/--alpha-size → GenerateParams fields (checked here,
+    so a bad point or a missing mask file is one line before any model loads)."""
+    from rgbacli.models.noise_shift import NoiseShift, parse_points
+
+    if mean is not None and mask is None and center is None:
+        raise UsageError("--alpha-shift needs --alpha-mask FILE or --alpha-center X,Y (where the object goes)")
+    if mask is not None and not Path(mask).is_file():
+        raise UsageError(f"--alpha-mask {mask}: no such file")
+    centers = [list(pt) for pt in parse_points(center)] if center is not None else None
+    sizes = list(parse_points(size)[0]) if size is not None else None
+    NoiseShift.from_options(mean, mask, centers, sizes)  # the remaining checks (both given, size alone)
+    return {"alpha_shift": mean, "alpha_mask": str(Path(mask).resolve()) if mask else None,
+            "alpha_center": centers, "alpha_size": sizes}
 
 
 def _run_one(engine, job) -> dict:

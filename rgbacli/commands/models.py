@@ -33,7 +33,7 @@ def models(
             "preset": p.name, "description": p.description, "backend": p.backend, "ready": ready,
             "source": str(p.source), "weights_root": None if p.embedded else str(root),
             "files": [{"role": f.role, "file": f.path, "repo": f.repo, "optional": f.optional,
-                       "found": str(f.found) if f.found else None,
+                       "found": str(f.found) if f.found else None, "note": f.note,
                        "belongs_in": None if f.found or p.embedded else str(root / f.path)} for f in files],
             "download": download_commands(missing, weights_dir),
         })
@@ -54,6 +54,8 @@ def models(
             status = f"[green]found[/green] {escape(f['found'])}" if f["found"] else (
                 "[yellow]absent (optional)[/yellow]" if f["optional"] else
                 f"[red]missing[/red] → {escape(f['belongs_in'] or '')}")
+            if f["note"] and not f["found"]:
+                status += f" — {escape(f['note'])}"
             table.add_row(escape(f["role"]), escape(f["file"] + (f"  ({f['repo']})" if f["repo"] else "")), status)
         out.print(table)
         if entry["download"]:

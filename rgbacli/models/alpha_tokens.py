@@ -28,7 +28,7 @@ from torch import nn
 from rgbacli.errors import WeightsError
 from rgbacli.fsutil import atomic_output
 from rgbacli.models.attention import Behaviour, WrapsDiT, attach, blocks_of, context_of, merge_masks
-from rgbacli.weights.io import check_state_dict, load_state_dict
+from rgbacli.weights.io import adapter_metadata, check_state_dict, load_state_dict
 
 
 __all__ = [
@@ -267,11 +267,12 @@ def alpha_token_state_dict(model: AlphaTokenTransformer) -> dict[str, torch.Tens
 
 
 def save_alpha_token_weights(model: AlphaTokenTransformer, path: str | Path, force: bool = False) -> Path:
-    """Write :func:`alpha_token_state_dict` as safetensors (atomically, no clobber without force)."""
+    """Write :func:`alpha_token_state_dict` as safetensors (atomically, no clobber without force), with
+    the base DiT's fingerprint (shapes and weights) in its metadata, checked when it is loaded."""
     from safetensors.torch import save_file
 
     with atomic_output(path, force) as tmp:
-        save_file(alpha_token_state_dict(model), str(tmp))
+        save_file(alpha_token_state_dict(model), str(tmp), metadata=adapter_metadata(model.base))
     return Path(path)
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from rgbacli.errors import WeightsError
 from rgbacli.models.wan_names import DORA_TARGETS, diffusers_to_wan, strip_prefix, wan_to_diffusers
-from rgbacli.weights.io import load_state_dict
+from rgbacli.weights.io import adapter_metadata, load_state_dict, save_safetensors
 
 __all__ = [
     "parse_adapter",
@@ -36,6 +36,7 @@ __all__ = [
     "merge_adapter",
     "add_dora_adapter",
     "export_dora_state_dict",
+    "save_adapter",
     "AdapterModule",
 ]
 
@@ -50,6 +51,7 @@ _SUFFIXES: tuple[tuple[re.Pattern, str], ...] = (
     (re.compile(r"\.lora_magnitude_vector(?:\.[A-Za-z0-9_]+)?(?:\.weight)?$"), "magnitude"),
     (re.compile(r"\.alpha$"), "alpha"),
     (re.compile(r"\.diff_b$"), "diff_b"),
+    (re.compile(r"\.diff_m$"), "diff_m"),
     (re.compile(r"\.diff$"), "diff"),
 )
 
@@ -72,6 +74,7 @@ class AdapterModule:
     alpha: float | None = None
     diff: torch.Tensor | None = None
     diff_b: torch.Tensor | None = None
+    diff_m: torch.Tensor | None = None  # LightX2V: a full delta of the block's modulation
 
     def key(self, part: str) -> str:
         return self.keys.get(part) or self.keys.get("A") or next(iter(self.keys.values()))
@@ -108,7 +111,12 @@ def parse_adapter(transformer: nn.Module, state_dict: StateDict) -> dict[str, Ad
     wan_layout = any(_WAN_ONLY.search(path) for _, path, _ in split)
     out: dict[str, AdapterModule] = {}
     for key, path, part in split:
-        name = wan_to_diffusers(path) if wan_layout else path
+        if part == "diff_m":  # `blocks.N.diff_m` → added to `blocks.N.modulation` (diffusers: scale_shift_table)
+            name = path
+            if not isinstance(getattr(modules.get(name), "scale_shift_table", None), torch.Tensor):
+                raise WeightsError(f"adapter key {key!r} names no block modulation of the transformer")
+        else:
+            name = wan_to_diffusers(path) if wan_layout else path
         if name is None or name not in modules:
             raise WeightsError(f"adapter key {key!r} names no module of the transformer")
         entry = out.setdefault(name, AdapterModule(name=name, keys={}))
@@ -178,8 +186,9 @@ def merge_dora(transformer: nn.Module, weights: StateDict | str | Path, scale: f
     for entry in entries.values():
         if entry.A is not None and entry.magnitude is None:
             raise WeightsError(f"DoRA weights have {entry.key('A')!r} but no lora_magnitude_vector for {entry.name}")
-        if entry.diff is not None or entry.diff_b is not None:
-            raise WeightsError(f"DoRA weights: unexpected key {entry.key('diff') if entry.diff is not None else entry.key('diff_b')!r}")
+        for part in ("diff", "diff_b", "diff_m"):
+            if getattr(entry, part) is not None:
+                raise WeightsError(f"DoRA weights: unexpected key {entry.key(part)!r}")
     if strict:
         _check_complete(entries, "A", "DoRA")
     merged = []
@@ -199,7 +208,7 @@ def merge_lora(transformer: nn.Module, weights: StateDict | str | Path, scale: f
     """Merge a plain LoRA (``W += s·B·A``; plus ``diff``/``diff_b`` full deltas) in place.
 
     Accepts ``lora_A/lora_B`` and ``lora_down/lora_up`` with an optional ``.alpha`` per module
-    (``s = scale·alpha/r``). A DoRA file (magnitude vectors) is refused: use :func:`merge_dora`.
+    (``s = scale·alpha/r``); LightX2V's ``blocks.N.diff_m`` is added to ``blocks.N.modulation``. A DoRA file (magnitude vectors) is refused: use :func:`merge_dora`.
     """
     entries = parse_adapter(transformer, _as_state_dict(weights))
     modules = dict(transformer.named_modules())
@@ -218,6 +227,8 @@ def merge_lora(transformer: nn.Module, weights: StateDict | str | Path, scale: f
             _add_full_delta(module, "weight", entry.diff, scale, entry.key("diff"))
         if entry.diff_b is not None:
             _add_full_delta(module, "bias", entry.diff_b, scale, entry.key("diff_b"))
+        if entry.diff_m is not None:
+            _add_full_delta(module, "scale_shift_table", entry.diff_m, scale, entry.key("diff_m"))
         merged.append(entry.name)
     return merged
 
@@ -261,6 +272,13 @@ def add_dora_adapter(
     for p in transformer.parameters():
         p.requires_grad_(False)
     transformer.add_adapter(config, adapter_name=adapter_name)
+
+
+def save_adapter(tensors: StateDict, path: str | Path, base: nn.Module | dict) -> Path:
+    """Write a DoRA/LoRA state dict as safetensors with the fingerprint of the base it was made on
+    (`base`: the pristine model, or its `weights.io.base_fingerprint` taken before peft injected
+    the adapter); presets check it at load."""
+    return save_safetensors(tensors, path, metadata=adapter_metadata(base))
 
 
 def export_dora_state_dict(transformer: nn.Module, adapter_name: str = "default") -> StateDict:

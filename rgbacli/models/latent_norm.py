@@ -13,13 +13,29 @@ import torch
 from torch import nn
 
 
+# The Wan 2.1 VAE's published latent statistics (diffusers' AutoencoderKLWan defaults, the
+# reference's `WanVAE.mean/std`): a 16-channel Wan latent is normalised with these.
+WAN21_LATENTS_MEAN: tuple[float, ...] = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)
+WAN21_LATENTS_STD: tuple[float, ...] = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)
+
+
 def fill_latent_stats(vae_config: dict) -> dict:
-    """Copy of a Wan VAE config whose latents_mean/std match z_dim (identity stats when they do not,
-    e.g. the tiny VAE, which keeps the 16-channel Wan defaults but has z_dim=8)."""
+    """Copy of a Wan VAE config whose latents_mean/std match z_dim. Missing or mismatched stats:
+    the Wan 2.1 values for z_dim 16 (a real Wan latent space), identity for any other z_dim (e.g.
+    the tiny VAE, which keeps the 16-channel Wan defaults but has z_dim=8)."""
     cfg = dict(vae_config)
     z = int(cfg.get("z_dim", 16))
     if len(cfg.get("latents_mean") or []) != z or len(cfg.get("latents_std") or []) != z:
-        cfg["latents_mean"], cfg["latents_std"] = [0.0] * z, [1.0] * z
+        if z == len(WAN21_LATENTS_MEAN):
+            cfg["latents_mean"], cfg["latents_std"] = list(WAN21_LATENTS_MEAN), list(WAN21_LATENTS_STD)
+        else:
+            cfg["latents_mean"], cfg["latents_std"] = [0.0] * z, [1.0] * z
     return cfg
 
 

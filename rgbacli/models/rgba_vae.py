@@ -4,7 +4,8 @@ Encoder: RGB hard-rendered over a colour from the 8 cube corners and alpha repea
 channels both go through the frozen Wan encoder *trunk* (conv_in → down blocks → mid block;
 the `norm_out/SiLU/conv_out` head and `quant_conv` are not used) → concat → merge block →
 latent mean (no KL). Decoder: ONE frozen Wan decoder carrying two peft LoRA adapters,
-"rgb" and "alpha", on every Conv2d/Conv3d; alpha = mean of the alpha decoder's 3 channels.
+"rgb" and "alpha", on every Conv2d/Conv3d; alpha = mean of the alpha decoder's 3 channels,
+each clamped to [−1, 1] first.
 Everything streams over time with the Wan causal feature cache (encode: first frame, then
 4-frame chunks; decode: one latent frame at a time), so memory does not grow with length.
 Latents leaving `encode` are normalised with the base VAE's `latents_mean/std`; `decode`
@@ -149,6 +150,15 @@ class MergeBlock(nn.Module):
 
 
 # ----------------------------------------------------------------------------- the model
+def alpha_from_channels(decoded: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """The alpha decoder's 3 channels in [−1, 1] → (B,1,…) alpha in [0, 1], as the reference does:
+    each channel clamped to [−1, 1] first, then the mean (a channel far outside the range cannot
+    pull the others). `clamp=False` (training) keeps the plain mean so gradients reach every channel."""
+    if clamp:
+        decoded = decoded.clamp(-1, 1)
+    return (decoded.mean(dim=1, keepdim=True) + 1) / 2
+
+
 def _lora_layers(module: nn.Module):
     from peft.tuners.lora.layer import LoraLayer
 
@@ -395,7 +405,7 @@ class RGBAVAE(nn.Module):
             for a in adapters:
                 outs[a] = self._decoder(a)(h, feat_cache=caches[a], feat_idx=[0], first_chunk=(i == 0)).float()
             rgb = (outs["rgb"] + 1) / 2 if "rgb" in outs else None
-            alpha = (outs["alpha"].mean(dim=1, keepdim=True) + 1) / 2 if "alpha" in outs else None
+            alpha = alpha_from_channels(outs["alpha"], clamp) if "alpha" in outs else None
             frame = torch.cat([t for t in (rgb, alpha) if t is not None], dim=1)
             yield frame.clamp(0, 1) if clamp else frame
 

@@ -8,11 +8,19 @@ Extra conditioning (image or motion embeddings, keyframes) is replicated for eve
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["GuidancePass", "GuidancePlan", "GuidedBatch"]
+__all__ = ["GuidancePass", "GuidancePlan", "GuidedBatch", "dynamic_text_scale"]
+
+
+def dynamic_text_scale(scale: float, steps: int, timestep: float) -> float:
+    """CogVideoXPipeline's `use_dynamic_cfg` text scale at one step, its formula as written (it
+    reads the timestep value, 999…0, where a step index may have been meant):
+    ``1 + scale · (1 − cos(π · ((steps − t) / steps) ** 5)) / 2``."""
+    return 1 + scale * ((1 - math.cos(math.pi * ((steps - float(timestep)) / steps) ** 5.0)) / 2)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,13 @@ class GuidancePlan:
         # The weights sum to 1, so at least one pass remains.
         return cls(lt, lm, tuple(p for p in candidates if p.weight != 0.0))
 
+    def with_text_scale(self, text_scale: float) -> "GuidancePlan":
+        """The same passes with another text scale (dynamic CFG changes it every step)."""
+        lt, lm = float(text_scale), self.motion_scale
+        weight = {(True, True): lt, (False, True): lm - lt, (False, False): 1.0 - lm}
+        return GuidancePlan(lt, lm, tuple(GuidancePass(p.text, p.motion, weight[(p.text, p.motion)])
+                                          for p in self.passes))
+
     @property
     def num_passes(self) -> int:
         return len(self.passes)
@@ -73,6 +88,9 @@ class GuidancePlan:
         if self.needs_uncond_text and uncond is None:
             raise ValueError("this guidance plan needs unconditional text embeddings")
         b, n = latents.shape[0], self.num_passes
+        if n == 1 and self.passes[0].text:  # one conditional pass (guidance 1): no copies
+            off = torch.zeros(b, dtype=torch.bool) if self.passes[0].motion else torch.ones(b, dtype=torch.bool)
+            return GuidedBatch(latents, text, off, dict(cond or {}))
         x = torch.cat([latents] * n)
         ctx = torch.cat([text if p.text else uncond.expand_as(text) for p in self.passes])
         off = torch.tensor([not p.motion for p in self.passes], dtype=torch.bool).repeat_interleave(b)
@@ -81,6 +99,8 @@ class GuidancePlan:
 
     def combine(self, prediction: torch.Tensor) -> torch.Tensor:
         """Weighted sum of the passes of a pass-major batched prediction (in float32)."""
+        if self.num_passes == 1 and self.passes[0].weight == 1.0:
+            return prediction
         chunks = prediction.float().chunk(self.num_passes)
         out = sum(p.weight * c for p, c in zip(self.passes, chunks))
         return out.to(prediction.dtype)

@@ -67,6 +67,13 @@ class GenerateParams:
     trajectory_method: str | None = None  # "tora" or "noise"
     trajectory_shift: float | None = None  # the noise method's mean shift (preset sampling default)
     trajectory_direction: list | None = None  # and its per-channel direction (None: Wan-Alpha v2's background shift)
+    dynamic_cfg: bool = False  # CogVideoXPipeline's use_dynamic_cfg (the TransPixar preset)
+    # Wan-Alpha v2.0's noise-mean shift (rgbacli/models/noise_shift.py): the mean, and a mask file or
+    # ellipse centres [[x, y], ...] (fractions; 2 = a move) with a size [w, h]; nothing is shifted without either.
+    alpha_shift: float | None = None
+    alpha_mask: str | None = None
+    alpha_center: list | None = None
+    alpha_size: list | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,7 +117,13 @@ class GenerateParams:
         """What clips sampled in one batch must share (everything but prompt, negative and seed)."""
         return (self.frames, self.width, self.height, self.steps, self.guidance, self.shift, self.solver,
                 self.motion_guidance, self.trajectory is not None, self.trajectory_method, self.trajectory_shift,
-                tuple(self.trajectory_direction or ()))
+                tuple(self.trajectory_direction or ()), self.dynamic_cfg, self.alpha_shift, self.alpha_mask,
+                _frozen(self.alpha_center), _frozen(self.alpha_size))
+
+
+def _frozen(value):
+    """Lists (from JSON) → nested tuples, so the sampling key can be compared and hashed."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _whole(value, name: str, low: int, high: int, rule: str) -> None:

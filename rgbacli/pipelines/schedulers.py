@@ -6,11 +6,60 @@ import torch
 
 from rgbacli.errors import UsageError
 
-SOLVERS = ("unipc", "euler", "cogvideox-ddim")
+SOLVERS = ("unipc", "euler", "cogvideox-dpm", "cogvideox-ddim")
+
+# CogVideoX-5B's scheduler_config.json (v-prediction, zero-terminal-SNR scaled-linear betas)
+COGVIDEOX_SCHEDULER = dict(prediction_type="v_prediction", timestep_spacing="trailing", rescale_betas_zero_snr=True,
+                           snr_shift_scale=1.0, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                           clip_sample=False, set_alpha_to_one=True, steps_offset=0)
+
+
+class CogVideoXDPMSolver:
+    """diffusers' `CogVideoXDPMScheduler` behind the usual `step(prediction, timestep, sample)` call.
+
+    CogVideoXPipeline threads two things through its loop for this scheduler: the previous step's
+    x0 estimate and the previous timestep, and a generator for the solver's noise (it is an SDE
+    solver). This wrapper keeps both, one CPU generator per clip (seeded by the clip's seed and
+    advanced past its initial noise, as the pipeline's one generator is), and draws the noise in
+    CogVideoX's (B, F, C, H, W) layout, so the same seed gives CogVideoXPipeline's numbers."""
+
+    def __init__(self, **config):
+        from diffusers import CogVideoXDPMScheduler
+
+        self.inner = CogVideoXDPMScheduler(**config)
+        self.generators: list[torch.Generator] | None = None
+        self._old_x0 = self._previous = None
+
+    def __getattr__(self, name):  # config, timesteps, alphas_cumprod, init_noise_sigma, ...
+        return getattr(self.__dict__["inner"], name)
+
+    def set_timesteps(self, steps: int, device=None) -> None:
+        self.inner.set_timesteps(steps, device=device)
+        self._old_x0 = self._previous = None
+
+    def seed_noise(self, seeds: list[int], skip: int = 0) -> None:
+        """One generator per clip; `skip` values (the clip's initial noise) are drawn first."""
+        self.generators = []
+        for s in seeds:
+            g = torch.Generator("cpu").manual_seed(int(s))
+            if skip:
+                torch.randn(skip, generator=g)
+            self.generators.append(g)
+
+    def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, return_dict: bool = False):
+        gens = self.generators
+        if gens is not None and len(gens) != sample.shape[0]:
+            raise ValueError(f"{len(gens)} noise generators for a batch of {sample.shape[0]}")
+        prev, self._old_x0 = self.inner.step(
+            model_output.transpose(1, 2), self._old_x0, timestep, self._previous, sample.transpose(1, 2),
+            generator=gens, return_dict=False)
+        self._previous = timestep
+        return (prev.transpose(1, 2).contiguous(),)
 
 
 def make_scheduler(solver: str, shift: float, num_train_timesteps: int = 1000):
-    """UniPC in flow-prediction mode (Wan's default), Euler flow matching, or CogVideoX's DDIM."""
+    """UniPC in flow-prediction mode (Wan's default), Euler flow matching, or CogVideoX's DPM
+    (the TransPixar/CogVideoX default) or DDIM."""
     if solver == "unipc":
         from diffusers import UniPCMultistepScheduler
 
@@ -23,8 +72,9 @@ def make_scheduler(solver: str, shift: float, num_train_timesteps: int = 1000):
     if solver == "cogvideox-ddim":
         from diffusers import CogVideoXDDIMScheduler
 
-        return CogVideoXDDIMScheduler(prediction_type="v_prediction", timestep_spacing="trailing",
-                                      rescale_betas_zero_snr=True, snr_shift_scale=1.0)
+        return CogVideoXDDIMScheduler(**COGVIDEOX_SCHEDULER)
+    if solver == "cogvideox-dpm":
+        return CogVideoXDPMSolver(**COGVIDEOX_SCHEDULER)
     raise UsageError(f"unknown solver '{solver}' (use one of: {', '.join(SOLVERS)})")
 
 

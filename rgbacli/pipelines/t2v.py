@@ -20,7 +20,8 @@ from rgbacli.engine import Engine
 from rgbacli.errors import UsageError
 from rgbacli.models.attention import context_of
 from rgbacli.models.motion_free import enable_motion_free
-from rgbacli.pipelines.guidance import GuidancePlan
+from rgbacli.models.noise_shift import NoiseShift
+from rgbacli.pipelines.guidance import GuidancePlan, dynamic_text_scale
 from rgbacli.pipelines.params import GenerateParams, params_from_sampling
 from rgbacli.pipelines.schedulers import make_scheduler, predicted_x0
 
@@ -69,25 +70,34 @@ class TextToRGBAPipeline:
         return text, uncond
 
     def prepare_latents(self, p: GenerateParams, seeds: list[int]) -> torch.Tensor:
-        """Noise per clip from a CPU generator seeded by its seed (device-independent), shaped by the backend."""
+        """Noise per clip from a CPU generator seeded by its seed (device-independent), mean-shifted
+        outside a mask when `p` asks for Wan-Alpha v2.0's noise shift, shaped by the backend."""
         shape = (1, *self.latent_shape(p))
         noise = torch.cat([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(s)), dtype=torch.float32)
                            for s in seeds])
+        shift = NoiseShift.from_options(p.alpha_shift, p.alpha_mask, p.alpha_center, p.alpha_size)
+        if shift is not None:
+            noise = shift.apply(noise)
         return self.engine.backend.prepare_latents(noise.to(self.engine.device))
 
     @torch.no_grad()
     def denoise(self, latents: torch.Tensor, text: torch.Tensor, uncond: torch.Tensor | None, p: GenerateParams,
                 plan: GuidancePlan, cond: dict[str, torch.Tensor] | None = None,
-                callback_on_step_end: StepCallback | None = None, progress=None) -> torch.Tensor:
+                callback_on_step_end: StepCallback | None = None, progress=None,
+                seeds: list[int] | None = None) -> torch.Tensor:
         """The flow-matching loop: one batched DiT forward per step (all guidance passes), `cond` (extra
         conditioning, batch first) replicated for every pass and visible to attention behaviours as
         `context.values["cond"]`; after each step `callback_on_step_end` sees the new `latents`, the
         `sample` the step started from, the guided `prediction` and the `x0` estimate behind it, and
-        may return replacement `latents`."""
+        may return replacement `latents`. `seeds` (one per clip) seed a stochastic solver's noise;
+        `p.dynamic_cfg` changes the text scale per step as CogVideoXPipeline's `use_dynamic_cfg`."""
         eng, backend = self.engine, self.engine.backend
         scheduler = self.scheduler = make_scheduler(p.solver, p.shift)  # step callbacks may read its schedule
         scheduler.set_timesteps(p.steps, device=eng.device)
+        if hasattr(scheduler, "seed_noise"):  # an SDE solver: each clip's generator, past its initial noise
+            scheduler.seed_noise(seeds or [0] * len(latents), skip=math.prod(self.latent_shape(p)))
         latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
+        dynamic = p.dynamic_cfg and plan.needs_uncond_text
         with eng.on_device(backend.transformer) as model:
             context = context_of(model)
             motion_free = enable_motion_free(model) if plan.uses_motion_off else None
@@ -97,7 +107,9 @@ class TextToRGBAPipeline:
                     with context.use(motion_off=batch.motion_off, step=i, cond=batch.cond):
                         out = backend.predict(batch.latents, timestep.expand(len(batch.latents)).to(eng.device),
                                               batch.text)
-                    pred = plan.combine(out.float())
+                    step_plan = plan.with_text_scale(dynamic_text_scale(p.guidance, p.steps, timestep)) \
+                        if dynamic else plan
+                    pred = step_plan.combine(out.float())
                     sample = latents
                     latents = scheduler.step(pred, timestep, latents, return_dict=False)[0]
                     if callback_on_step_end is not None:
@@ -152,7 +164,8 @@ class TextToRGBAPipeline:
 
         latents = self.prepare_latents(p, [q.seed for q in params])
         t1 = time.perf_counter()
-        latents = self.denoise(latents, text, uncond, p, plan, cond, callback_on_step_end, progress)
+        latents = self.denoise(latents, text, uncond, p, plan, cond, callback_on_step_end, progress,
+                               seeds=[q.seed for q in params])
         timings["denoise_s"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()

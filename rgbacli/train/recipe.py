@@ -25,7 +25,7 @@ from rgbacli.errors import OutputExistsError, RgbaError
 from rgbacli.evaluation import vae_reconstruction
 from rgbacli.fsutil import atomic_output
 from rgbacli.models.alpha_tokens import AlphaTokenTransformer, save_alpha_token_weights
-from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict
+from rgbacli.models.dora import add_dora_adapter, export_dora_state_dict, save_adapter
 from rgbacli.models.latent_norm import LatentNorm
 from rgbacli.models.position_embedding import attach_position_embedding
 from rgbacli.models.rgba_vae import RGBAVAE, soft_render
@@ -38,7 +38,7 @@ from rgbacli.train.dit import DiTTrainConfig, eval_loss, train_dit
 from rgbacli.train.latents import encode_clips, encode_procedural, LatentSet, probe_latent
 from rgbacli.train.rgba_vae_stage import RGBAVAEConfig, train_rgba_vae
 from rgbacli.train.vae_losses import PerceptualLoss
-from rgbacli.weights.io import save_safetensors
+from rgbacli.weights.io import base_fingerprint
 from rgbacli.weights.own import load_model, save_model
 
 
@@ -319,6 +319,7 @@ def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log, folder:
     _warn_unknown_words(text, data.captions)
     dit = load_model(WanTransformer3DModel, _need(run, "transformer.safetensors"))
     dit.requires_grad_(False)
+    base = base_fingerprint(dit)  # recorded in dora.safetensors, checked when a preset loads it
     add_dora_adapter(dit, rank=tc.TINY_DORA["rank"], alpha=tc.TINY_DORA["alpha"])
     params = {k: p for k, p in dit.named_parameters() if p.requires_grad}
     backend = WanAlphaBackend(dit)
@@ -327,7 +328,7 @@ def stage_dora(run: Path, minutes: float, resume: bool, clips: int, log, folder:
                        run / "dora.ckpt.safetensors", resume, log)
     result.update(eval_loss_before=before, eval_loss=eval_loss(backend, text, data),
                   eval_loss_object_weighted=eval_loss(backend, text, data, object_weight=OBJECT_WEIGHT))
-    save_safetensors(export_dora_state_dict(dit), run / "dora.safetensors")
+    save_adapter(export_dora_state_dict(dit), run / "dora.safetensors", base)
     return result
 
 

@@ -124,3 +124,63 @@ def module_fingerprint(module: nn.Module, sample: int = 8) -> str:
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.detach().flatten()[:sample].to("cpu", torch.float64).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- adapter ↔ base fingerprints
+BASE_KEY = "rgbacli_base"  # safetensors metadata key of the adapter files we write
+
+
+def shape_fingerprint(module: nn.Module) -> str:
+    """A short hash of a model's structure alone: every tensor's name and shape (no values, no dtype)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+    return h.hexdigest()[:16]
+
+
+def base_fingerprint(module: nn.Module) -> dict[str, str]:
+    """What an adapter file records about the base it was made on: shapes and weights."""
+    return {"shapes": shape_fingerprint(module), "weights": module_fingerprint(module)}
+
+
+def adapter_metadata(base: nn.Module | dict[str, str]) -> dict[str, str]:
+    """safetensors metadata for an adapter file made on `base` (a module or its base_fingerprint)."""
+    import json
+
+    fp = base if isinstance(base, dict) else base_fingerprint(base)
+    return {BASE_KEY: json.dumps(fp, sort_keys=True)}
+
+
+def stored_base(path: str | Path) -> dict[str, str] | None:
+    """The base fingerprint an adapter file carries; None for files without one (released files,
+    torch pickles): those are checked by shape only, by their loaders."""
+    import json
+
+    if Path(path).suffix != ".safetensors":
+        return None
+    raw = read_metadata(path).get(BASE_KEY)
+    if raw is None:
+        return None
+    try:
+        fp = json.loads(raw)
+    except ValueError:
+        raise WeightsError(f"{path}: metadata '{BASE_KEY}' is not JSON") from None
+    if not isinstance(fp, dict):
+        raise WeightsError(f"{path}: metadata '{BASE_KEY}' is not a fingerprint")
+    return fp
+
+
+def check_adapter_base(path: str | Path, base: dict[str, str], where: str) -> None:
+    """One line when an adapter file we wrote names another base: different shapes (another model),
+    or the same shapes with different weights (another training or checkpoint of it)."""
+    stored = stored_base(path)
+    if stored is None:
+        return
+    if stored.get("shapes") != base["shapes"]:
+        raise WeightsError(f"{where}: {path} was made for another base model (shapes fingerprint "
+                           f"{stored.get('shapes')}, this base {base['shapes']})")
+    if stored.get("weights") is not None and stored["weights"] != base["weights"]:
+        raise WeightsError(f"{where}: {path} was trained on other base weights (fingerprint "
+                           f"{stored['weights']}, this base {base['weights']}); use the base it was made on")

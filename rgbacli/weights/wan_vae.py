@@ -207,13 +207,15 @@ def wan_alpha_rank(sd: dict[str, torch.Tensor]) -> int:
 
 
 def load_wan_alpha_state(model, sd: dict[str, torch.Tensor], what: str = "Wan-Alpha weights",
-                         require_merge: bool = False) -> dict[str, int]:
+                         require_merge: bool = False, use_base: bool = True) -> dict[str, int]:
     """Load a Wan-Alpha state dict (decoder.bin or Wan-Alpha-VAE.bin layout) into an RGBAVAE with LoRA.
 
     LoRA keys for both decoders are required; `middle.block.*` (merge block) is loaded when
     present (required if `require_merge`); original-layout base weights under `vae_fgr.` are
-    loaded into the frozen base (encoder trunk, conv2, decoder), those under `vae_pha.` must
-    map to a known base key and are ignored (the alpha decoder shares the base weights).
+    loaded into the frozen base (encoder trunk, conv2, decoder) when `use_base`, those under
+    `vae_pha.` must map to a known base key and are ignored (the alpha decoder shares the base
+    weights). `use_base=False` (decoder.bin, as the reference reads it: only `lora_A/B`) checks
+    base keys but ignores them, so bf16 copies inside the file never replace the Wan 2.1 base.
     Returns counts of what was loaded."""
     if not model.has_lora:
         raise WeightsError("the RGBA VAE has no LoRA adapters to load Wan-Alpha LoRA weights into")
@@ -242,7 +244,8 @@ def load_wan_alpha_state(model, sd: dict[str, torch.Tensor], what: str = "Wan-Al
         elif k.startswith(WAN_ALPHA_IGNORED_PREFIXES):
             counts["ignored"] += 1
         elif (bk := _wan_alpha_base_key(k, fwd_inv)) is not None:
-            if k.startswith("vae_fgr.") and not bk.startswith(("encoder.norm_out", "encoder.conv_out", "quant_conv")):
+            if use_base and k.startswith("vae_fgr.") and not bk.startswith(("encoder.norm_out", "encoder.conv_out",
+                                                                              "quant_conv")):
                 base_sd[bk] = v
             else:
                 counts["ignored"] += 1
@@ -292,14 +295,15 @@ def _as_base(base_vae):
 
 
 def load_wan_alpha_decoder(base_vae, decoder_bin, merge_weights=None, lora_alpha: float = 1.0):
-    """RGBAVAE from a Wan 2.1 base + Wan-Alpha `decoder.bin` (LoRA rank read from the file).
+    """RGBAVAE from a Wan 2.1 base + Wan-Alpha `decoder.bin` (LoRA rank read from the file; only its
+    `lora_A/B` keys are read: base weights inside the file are ignored, as in the reference).
 
     `merge_weights`: optional file holding `middle.block.*`; without it `encode` refuses to run."""
     sd = load_state_dict(decoder_bin)
     model = RGBAVAE(_as_base(base_vae), lora_rank=wan_alpha_rank(sd), lora_alpha=lora_alpha)
     if merge_weights is not None:
         sd = {**sd, **load_state_dict(merge_weights)}
-    load_wan_alpha_state(model, sd, what=str(decoder_bin))
+    load_wan_alpha_state(model, sd, what=str(decoder_bin), use_base=False)
     model.encoder_ready = any(k.startswith(MERGE_KEY_PREFIX) for k in sd)
     return model
 
