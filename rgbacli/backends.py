@@ -20,9 +20,11 @@ from torch import nn
 
 from rgbacli.errors import UsageError
 from rgbacli.models.alpha_tokens import AlphaTokenTransformer
+from rgbacli.models.rgba_vae import soft_render
 from rgbacli.registry import Registry
 
 BACKENDS: Registry[type["Backend"]] = Registry("backend")
+KEYFRAME_CHUNK = 4  # frames of B after A when encoding a keyframe pair (one Wan encoder chunk)
 
 
 class Backend:
@@ -76,6 +78,23 @@ class Backend:
         """Latents → (B, 1, T, H, W) alpha in [0, 1] alone (cheaper: the subject's mask while sampling)."""
         raise NotImplementedError
 
+    def encode(self, rgba: torch.Tensor) -> torch.Tensor:
+        """(B, 4, T, H, W) straight RGBA in [0, 1] (T = 4k+1) → the latents the DiT samples."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def encode_keyframes(self, start: torch.Tensor, end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keyframes (B, 4, H, W) → their latents (B, C, copies, h, w) for the first and last latent frame.
+
+        The VAE is causal: latent frame 0 is pixel frame 0 alone, each later one folds in the next
+        `temporal_factor` frames. So both come from one encode of the clip [A, B, B, B, B] (one
+        frame, then one encoder chunk of B): its frame 0 is exactly A's latent, its last frame the
+        latent of B held for a whole chunk — what the last latent frame of a clip ending on B holds."""
+        clip = torch.cat([start[:, :, None], end[:, :, None].expand(-1, -1, KEYFRAME_CHUNK, -1, -1)], dim=2)
+        z = self.encode(clip)
+        z = z.unflatten(2, (self.copies, -1))  # (B, C, copies, t_k, h, w)
+        return z[:, :, :, 0], z[:, :, :, -1]
+
 
 @BACKENDS.register("wan-alpha")
 class WanAlphaBackend(Backend):
@@ -91,6 +110,10 @@ class WanAlphaBackend(Backend):
 
     def decode_alpha(self, latents):
         return self.vae.decode_alpha_only(latents)
+
+    @torch.no_grad()
+    def encode(self, rgba):
+        return self.vae.encode(rgba)  # RGB hard-rendered over black (the RGBA VAE's inference colour)
 
 
 @BACKENDS.register("alpha-tokens")
@@ -117,6 +140,13 @@ class AlphaTokenBackend(Backend):
 
     def decode_alpha(self, latents):
         return self.vae.decode_rgb(self.half(latents, 1)).mean(dim=1, keepdim=True)
+
+    @torch.no_grad()
+    def encode(self, rgba):
+        """As the alpha-token training caches: RGB over black, then alpha as grey, along frames."""
+        rgb = self.vae.encode_rgb(soft_render(rgba, "black"))
+        alpha = self.vae.encode_rgb(rgba[:, 3:4].expand(-1, 3, -1, -1, -1))
+        return torch.cat([rgb, alpha], dim=2)
 
     @staticmethod
     def half(latents: torch.Tensor, which: int) -> torch.Tensor:

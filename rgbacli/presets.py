@@ -26,7 +26,7 @@ SAMPLING_KEYS = {
     "motion_guidance": float,
 }
 COMPONENT_KEYS = {"path", "repo", "format", "optional", "config", "scale", "kind", "rank", "alpha", "tokenizer",
-                  "seed", "random_lora"}
+                  "seed", "random_lora", "zero_init"}
 
 
 @dataclass
