@@ -24,7 +24,18 @@ from rgbacli.models.rgba_vae import soft_render
 from rgbacli.registry import Registry
 
 BACKENDS: Registry[type["Backend"]] = Registry("backend")
-KEYFRAME_CHUNK = 4  # frames of B after A when encoding a keyframe pair (one Wan encoder chunk)
+KEYFRAME_CHUNK = 4  # the RGBA / Wan VAE encodes 1 + 4k frames
+
+
+def keyframe_context(start: torch.Tensor, end: torch.Tensor, length: int, tail: int) -> torch.Tensor:
+    """(B, 4, length, H, W): A, then a premultiplied crossfade to B, the last `tail` frames B itself."""
+    w = torch.linspace(0, 1, max(2, length - tail + 1), device=start.device, dtype=start.dtype)
+    w = torch.cat([w, w.new_ones(length - w.numel())]).view(1, 1, -1, 1, 1)
+    a, b = start[:, :, None], end[:, :, None]
+    alpha = (1 - w) * a[:, 3:] + w * b[:, 3:]
+    pre = (1 - w) * a[:, :3] * a[:, 3:] + w * b[:, :3] * b[:, 3:]
+    rgb = torch.where(alpha > 1e-6, pre / alpha.clamp(min=1e-6), torch.zeros_like(pre))
+    return torch.cat([rgb.clamp(0, 1), alpha], dim=1)
 
 
 class Backend:
@@ -83,16 +94,19 @@ class Backend:
         raise NotImplementedError
 
     @torch.no_grad()
-    def encode_keyframes(self, start: torch.Tensor, end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keyframes (B, 4, H, W) → their latents (B, C, copies, h, w) for the first and last latent frame.
+    def encode_keyframes(self, start: torch.Tensor, end: torch.Tensor, frames: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keyframes (B, 4, H, W) → their latents (B, C, copies, h, w) for the first and last latent
+        frame of a clip of `frames` pixel frames.
 
-        The VAE is causal: latent frame 0 is pixel frame 0 alone, each later one folds in the next
-        `temporal_factor` frames. So both come from one encode of the clip [A, B, B, B, B] (one
-        frame, then one encoder chunk of B): its frame 0 is exactly A's latent, its last frame the
-        latent of B held for a whole chunk — what the last latent frame of a clip ending on B holds."""
-        clip = torch.cat([start[:, :, None], end[:, :, None].expand(-1, -1, KEYFRAME_CHUNK, -1, -1)], dim=2)
-        z = self.encode(clip)
-        z = z.unflatten(2, (self.copies, -1))  # (B, C, copies, t_k, h, w)
+        The VAE is causal both ways: latent frame 0 is pixel frame 0 alone (so A's latent is exact),
+        but each later latent frame is encoded, and decoded, in the context of the frames before it.
+        B's latent is therefore taken from the encode of a context clip: the premultiplied crossfade
+        A → B over `frames` frames (rounded up to 4k+1), its last `temporal_factor` frames B. Decoded
+        after an in-between clip, that latent gives back B about as well as the true clip's own last
+        latent does; the latent of B held still (the clip [B, B, B, B, B]) does not (docs/interpolate.md)."""
+        length = max(1 + KEYFRAME_CHUNK, 1 + KEYFRAME_CHUNK * -(-(frames - 1) // KEYFRAME_CHUNK))
+        clip = keyframe_context(start, end, length, self.temporal_factor)
+        z = self.encode(clip).unflatten(2, (self.copies, -1))  # (B, C, copies, t, h, w)
         return z[:, :, :, 0], z[:, :, :, -1]
 
 

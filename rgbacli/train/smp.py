@@ -3,8 +3,8 @@
 Each procedural (or user) clip gives its first and last frames as the keyframes A and B. The
 predictor turns them into per-latent-frame embeddings that the DiT's extra cross-attention reads;
 the loss is the DiT's own rectified-flow loss (object-weighted, as the base stages), on the inner
-latent frames: at sampling the first and last are pinned to the keyframes' latents, so the target
-clip's last latent frame is B's keyframe latent (`Backend.encode_keyframes`), as sampling holds it.
+latent frames: at sampling the first and last are pinned to the keyframes' latents
+(`Backend.encode_keyframes`), which match the clip's own first and last latent frames.
 Captions are often left out or lose their motion words: the predictor, not the text, must carry
 where things go.
 """
@@ -51,8 +51,7 @@ class SMPTrainConfig(LoopConfig):
 
 @dataclass
 class KeyframeSet:
-    """Latents (N, C, t, h, w) with their first/last frames replaced by the keyframe latents,
-    object masks on the latent grid, keyframes (N, 2, 4, H, W) uint8, captions."""
+    """Latents (N, C, t, h, w), object masks on the latent grid, keyframes (N, 2, 4, H, W) uint8, captions."""
 
     latents: torch.Tensor
     masks: torch.Tensor
@@ -106,9 +105,8 @@ def encode_keyframe_set(backend: Backend, ds, n: int, batch: int = 8, progress=N
     for start in range(0, n, batch):
         samples = [ds[i] for i in range(start, min(n, start + batch))]
         rgba = torch.from_numpy(np.stack([s.rgba for s in samples])).permute(0, 4, 1, 2, 3).float()
-        z = backend.encode(rgba)
-        z_a, z_b = backend.encode_keyframes(rgba[:, :, 0], rgba[:, :, -1])
-        zs.append(pin_keyframes(z, z_a, z_b, backend.copies))
+        z = backend.encode(rgba)  # the clip's own latents: its first and last frames are its keyframes'
+        zs.append(z)
         masks.append(latent_object_mask(rgba[:, 3:], z.shape[2:], backend.copies))
         keys.append((torch.stack([rgba[:, :, 0], rgba[:, :, -1]], 1) * 255 + 0.5).clamp(0, 255).to(torch.uint8))
         caps += [s.caption for s in samples]
