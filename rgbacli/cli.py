@@ -13,7 +13,7 @@ import sys
 import click
 import typer
 
-from rgbacli.commands import codec, compare, composite, generate, inspect, models, story, train
+from rgbacli.commands import codec, compare, composite, generate, inspect, interpolate, models, story, train
 from rgbacli.errors import RgbaError
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ def _root() -> None:
 
 app.command("generate")(generate.generate)
 app.command("story")(story.story)
+app.command("interpolate")(interpolate.interpolate)
 app.command("encode")(codec.encode)
 app.command("decode")(codec.decode)
 app.command("composite")(composite.composite)
