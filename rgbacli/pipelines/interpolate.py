@@ -77,7 +77,7 @@ class KeyframePins:
         v = out.unflatten(2, (self.copies, -1))  # a view into `out`
         for idx, z, n in ((0, self.z_start, self.noise_start), (-1, self.z_end, self.noise_end)):
             target = noise_coef * n.to(v) + x0_coef * z.to(v)
-            v[:, :, :, idx] += self.strength * (target - v[:, :, :, idx])
+            v[:, :, :, idx] = torch.lerp(v[:, :, :, idx], target, self.strength)  # exact at strength 1
         return out
 
     def initial(self, latents: torch.Tensor, p: GenerateParams) -> torch.Tensor:
