@@ -38,7 +38,7 @@ SMP_SEED_BASE = 300_000  # train-split seeds of the SMP's clips (the DiT stages 
 class SMPTrainConfig(LoopConfig):
     minutes: float = 35.0
     steps: int = 100_000
-    lr: float = 5e-4
+    lr: float = 1e-3
     warmup: int = 50
     decay: float = 0.1
     ckpt_every: int = 100
