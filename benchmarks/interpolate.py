@@ -12,10 +12,13 @@ last frames. Methods, side by side on the same keyframes, prompt and seed:
 - no-smp       pinned keyframes only (`--no-smp`)
 - latent-lerp  the two keyframe latents linearly interpolated over the latent frames, decoded
 - crossfade    the two keyframes crossfaded in pixels (premultiplied)
+- vae-roundtrip  (reference, `--methods ...,vae-roundtrip`) the true clip encoded and decoded: the
+               ceiling of every method that decodes latents
 
 Metrics (inner frames = all but the first and last):
-- per-frame alpha IoU (α > 0.5) to the ground truth, and centroid error in pixels (centroid of
-  α > 0.25; a frame with nothing counts as half the frame size);
+- per-frame alpha IoU (α > 0.5) to the ground truth, and centroid error in pixels (the centre of
+  the largest blob of α > 0.25, so a crossfade's two ghosts do not average to the true path; a
+  frame with nothing counts as half the frame size);
 - endpoints: alpha IoU and mean RGB error (where the keyframe is opaque) of frames 0 and T−1 vs A, B;
 - crossfade test: the middle frame holds one object (one blob of α > 0.25 holding ≥ 85 % of that
   area) whose centre is within max(6 px, ¼ of the travel) of the true path's middle;
@@ -38,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 METHODS = ("ours", "no-smp", "latent-lerp", "crossfade")
+# Not a competitor: the true clip through the VAE and back, the ceiling of any method that decodes latents.
+REFERENCE = "vae-roundtrip"
 DRIFTS = ("up", "down", "left", "right")
 
 
@@ -49,11 +54,14 @@ def iou(a: np.ndarray, b: np.ndarray, th: float = 0.5) -> float:
 
 
 def centroid(alpha: np.ndarray, th: float = 0.25) -> np.ndarray | None:
-    w = np.where(alpha > th, alpha, 0.0)
-    if w.sum() <= 0:
+    """(x, y) alpha-weighted centre of the largest blob of α > th (two ghosts do not average to the
+    path between them), None when nothing is there."""
+    parts = blobs(alpha > th)
+    if not parts:
         return None
-    yy, xx = np.mgrid[: alpha.shape[0], : alpha.shape[1]]
-    return np.array([(xx * w).sum() / w.sum(), (yy * w).sum() / w.sum()])
+    cells = max(parts, key=len)
+    w = alpha[cells[:, 0], cells[:, 1]]
+    return np.array([(cells[:, 1] * w).sum() / w.sum(), (cells[:, 0] * w).sum() / w.sum()])
 
 
 def blobs(mask: np.ndarray) -> list[np.ndarray]:
@@ -143,6 +151,13 @@ def latent_lerp(pipe, p, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return pipe.t2v.decode(z, p)[0].numpy()
 
 
+@torch.no_grad()
+def vae_roundtrip(pipe, p, clip: np.ndarray) -> np.ndarray:
+    backend = pipe.engine.backend
+    z = backend.encode(torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2)[None].float())
+    return pipe.t2v.decode(z, p)[0].numpy()
+
+
 def heldout_clips(n: int, frames: int, size: int):
     from rgbacli.data import ProceduralDataset
 
@@ -203,7 +218,7 @@ def picture(path: Path, examples: list[tuple[str, dict[str, np.ndarray]]], colum
 
     from rgbacli.media.preview import checkerboard
 
-    names = ["truth", *METHODS]
+    names = ["truth", *[m for m in METHODS if m in examples[0][1]]]
     size = next(iter(examples[0][1].values())).shape[1] * zoom
     label_w, pad = 84, 4
     block_h = len(names) * (size + pad) + 16
@@ -266,6 +281,8 @@ def main() -> None:
                 outs[m] = latent_lerp(pipe, p, a, b)
             elif m == "crossfade":
                 outs[m] = pixel_crossfade(a, b, frames)
+            elif m == REFERENCE:
+                outs[m] = vae_roundtrip(pipe, p, s.rgba)
             r = score(outs[m], s.rgba, s.track[0])
             r.update(seed=s.seed, caption=s.caption, prompt=p.prompt)
             rows[m].append(r)
@@ -279,7 +296,7 @@ def main() -> None:
           f"{args.steps or engine.preset.sampling['steps']}")
     print(table(summary))
     if "ours" in summary:
-        others = [m for m in summary if m != "ours"]
+        others = [m for m in summary if m not in ("ours", REFERENCE)]
         print("\nours vs the others (centroid error ratio, < 1 = ours better): " + ", ".join(
             f"{m} {summary['ours']['centroid_px'] / max(summary[m]['centroid_px'], 1e-9):.2f}×" for m in others))
     if args.json:
