@@ -98,7 +98,7 @@ def test_smp_file_round_trip(tmp_path):
     smp = small_smp(tiny_wan())
     with torch.no_grad():
         smp.cross[0].to_out.weight.normal_()
-    save_smp(smp, tmp_path / "smp.safetensors")
+    save_smp(smp, tmp_path / "smp.safetensors", dtype=torch.float32)
     again = load_smp(tmp_path / "smp.safetensors")
     a, b = torch.rand(1, 4, 16, 16), torch.rand(1, 4, 16, 16)
     smp.eval().requires_grad_(False)
@@ -110,6 +110,10 @@ def test_smp_file_round_trip(tmp_path):
     save_safetensors({"x": torch.zeros(1)}, tmp_path / "plain.safetensors")
     with pytest.raises(WeightsError, match="is not a motion predictor file"):
         load_smp(tmp_path / "plain.safetensors")
+    save_smp(smp, tmp_path / "half.safetensors")  # the default: half precision, loaded as float32
+    half = load_smp(tmp_path / "half.safetensors")
+    assert half.cross[0].to_out.weight.dtype == torch.float32
+    torch.testing.assert_close(half.cross[0].to_out.weight, smp.cross[0].to_out.weight, atol=2e-3, rtol=1e-3)
 
 
 def _tiny_clip(folder):
