@@ -244,12 +244,14 @@ def picture(path: Path, examples: list[tuple[str, dict[str, np.ndarray]]], colum
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--weights-dir", default=None, help="folder searched first for weight files (e.g. a run)")
     ap.add_argument("--clips", type=int, default=16)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prompt", choices=("nomotion", "empty", "full"), default="nomotion")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--smp-scale", type=float, default=1.0, help="scale of the predictor's attention output (ours)")
     ap.add_argument("--json", type=Path, default=None, help="write per-clip rows and the summary here")
     ap.add_argument("--picture", type=Path, default=None, help="a PNG of the first examples (truth and each method)")
     ap.add_argument("--examples", type=int, default=2)
@@ -260,7 +262,7 @@ def main() -> None:
     from rgbacli.pipelines.interpolate import InterpolatePipeline
     from rgbacli.pipelines.params import params_from_sampling
 
-    engine = Engine(args.preset, device="cpu")
+    engine = Engine(args.preset, device="cpu", weights_dir=args.weights_dir)
     pipe = InterpolatePipeline(engine)
     methods = [m for m in args.methods.split(",") if m]
     frames, size = int(engine.preset.sampling["frames"]), int(engine.preset.sampling["width"])
@@ -274,7 +276,7 @@ def main() -> None:
         outs = {}
         for m in methods:
             if m == "ours":
-                outs[m] = pipe(p, a, b, use_smp=True).frames.numpy()
+                outs[m] = pipe(p, a, b, use_smp=True, smp_scale=args.smp_scale).frames.numpy()
             elif m == "no-smp":
                 outs[m] = pipe(p, a, b, use_smp=False).frames.numpy()
             elif m == "latent-lerp":

@@ -343,3 +343,15 @@ def test_a_few_smp_training_steps_lower_its_loss(tmp_path):
     assert result["steps"] == 40 and after < before * 0.97
     assert all(not p.requires_grad for p in backend.transformer.parameters())
     assert all(not hasattr(p, "behaviours") or not p.behaviours for p in processors(backend.transformer, "attn2"))
+
+
+def test_shipped_tiny_smp_fits_the_tiny_dit():
+    from rgbacli.engine import Engine
+
+    engine = Engine("tiny", device="cpu")
+    smp = engine.component("motion_predictor")
+    emb = smp.embed(torch.from_numpy(keyframe(18, 64)).permute(2, 0, 1)[None],
+                    torch.from_numpy(keyframe(46, 64)).permute(2, 0, 1)[None], 9)
+    assert emb.shape == (1, 9, smp.config.tokens, smp.config.hidden) and torch.isfinite(emb).all()
+    attach_smp(engine.backend.transformer, smp).remove()  # sizes match the shipped DiT
+    assert any(torch.count_nonzero(c.to_out.weight) > 0 for c in smp.cross)  # trained: no longer the zero init

@@ -128,8 +128,9 @@ class InterpolatePipeline:
 
     # ------------------------------------------------------------------ a whole run
     def __call__(self, p: GenerateParams, start, end, keyframe_strength: float = 1.0, use_smp: bool = True,
-                 progress=None) -> InterpolateResult:
-        """`start`/`end`: (H, W, 4) straight RGBA in [0, 1] at the size of `p`."""
+                 progress=None, smp_scale: float = 1.0) -> InterpolateResult:
+        """`start`/`end`: (H, W, 4) straight RGBA in [0, 1] at the size of `p`; `smp_scale` multiplies
+        the predictor's extra attention output (IP-adapter's scale; 1 = as trained)."""
         eng, t2v = self.engine, self.t2v
         timings, t0 = {}, time.perf_counter()
         _, frames, _, _ = t2v.latent_shape(p)  # validates the size; loads the VAE and the DiT
@@ -150,11 +151,16 @@ class InterpolatePipeline:
         latents = pins.initial(latents, p)
         t1 = time.perf_counter()
         attachment = attach_smp(eng.backend.transformer, smp) if smp is not None else None
+        scales = [c.scale for c in smp.cross] if smp is not None else []
         try:
+            for c in smp.cross if smp is not None else []:
+                c.scale = smp_scale
             latents = t2v.denoise(latents, text, uncond, p, plan, cond, callback_on_step_end=pins, progress=progress)
         finally:
             if attachment is not None:
                 attachment.remove()
+                for c, scale in zip(smp.cross, scales):
+                    c.scale = scale
         timings["denoise_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         video = t2v.decode(latents, p)
