@@ -268,7 +268,7 @@ def main() -> None:
         report["vae"] = vae_reconstruction(engine.component("vae"), args.clips)
         report["vae"].update(vae_round_trip_figures(engine.component("vae"), args.colour_clips, args.motion_clips))
     else:  # alpha tokens: RGB and alpha each go through the plain RGB VAE; there is no RGBA VAE to measure
-        report["vae"] = {"skipped": f"{type(engine.component("vae")).__name__} is not an RGBA VAE"}
+        report["vae"] = {"skipped": f"{type(engine.component('vae')).__name__} is not an RGBA VAE"}
     gen, clips = generation_figures(engine, args.prompts, args.steps, args.guidance,
                                     lambda i, n: print(f"\r{i}/{n}", end="", file=sys.stderr),
                                     args.motion_guidance)

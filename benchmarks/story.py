@@ -1,14 +1,16 @@
 """Story benchmark: identity consistency with consistent self-attention vs without, prompt adherence,
-memory and time per panel, on the embedded tiny preset.
+memory and time per panel, on the embedded tiny preset (17-frame clips unless --frames).
 
-    python benchmarks/story.py                       # the default CSA settings, stills and clips
-    python benchmarks/story.py --sweep               # the CSA variants of docs/story.md
-    python benchmarks/story.py --memory              # peak memory at 4 vs 16 panels (fresh processes)
+    python benchmarks/story.py --subjects 4 --seeds 2 --parts consistency   # the default settings
+    python benchmarks/story.py --seeds 2 --parts adherence,timing
+    python benchmarks/story.py --sweep --subjects 4 --seeds 2               # the variants of docs/story.md
+    python benchmarks/story.py --memory                                      # peak memory, 4 vs 16 panels
 
 Consistency: for characters whose description leaves colour and material open ("a jellyfish"),
 the spread across a character's panels of its alpha-weighted colour (RMS distance to the mean
-colour, RGB in [0, 1]) and of its alpha area (std of the share of pixels with alpha > 0.5), CSA
-vs --no-csa on the same seeds, pooled over stories and seeds. Target: CSA ≤ 0.5× without.
+colour, RGB in [0, 1]) and of its alpha area (std of the share of pixels with alpha > 0.5), with
+the method (default: CSA + the identity anchor) vs plain sampling (--no-csa --no-anchor) on the
+same seeds, pooled over stories and seeds. Target: ≤ 0.5× plain.
 Adherence: every panel's motion word and named colour judged as the quality benchmark judges
 plain `generate` clips, against plain generate on the same prompts and seeds.
 """
@@ -178,12 +180,15 @@ def default_method():
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--frames", type=int, default=1)
+    ap.add_argument("--frames", type=int, default=17)
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--panels", type=int, default=6)
     ap.add_argument("--id-length", type=int, default=2)
     ap.add_argument("--sweep", action="store_true", help="measure the CSA variants")
     ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--parts", default="consistency,adherence,timing",
+                    help="which of consistency, adherence, timing to measure (comma-separated)")
+    ap.add_argument("--subjects", type=int, default=len(SUBJECTS), help="how many of the subjects")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
@@ -198,7 +203,8 @@ def main() -> None:
     engine = Engine("tiny", device="cpu")
     seeds = list(range(args.seeds))
     csa, anchor = default_method()
-    report: dict = {"frames": args.frames, "seeds": seeds, "subjects": list(SUBJECTS), "csa": csa.to_json(),
+    subjects = SUBJECTS[:args.subjects]
+    report: dict = {"frames": args.frames, "seeds": seeds, "subjects": list(subjects), "csa": csa.to_json(),
                     "anchor": anchor.to_json()}
     if args.memory:
         report["memory"] = memory(args.frames)
@@ -206,26 +212,29 @@ def main() -> None:
         variants = {
             "CSA (reference: sa 0.5)": (CSAConfig(sa=0.5), None),
             "CSA sa 1.0": (CSAConfig(sa=1.0), None),
-            "CSA bank weight 4": (CSAConfig(bank_weight=4.0), None),
             "CSA foreground, weight 4": (CSAConfig(foreground=True, bank_weight=4.0), None),
-            "anchor alone": (None, AnchorConfig()),
-            "anchor, mean only": (None, AnchorConfig(match_std=False)),
-            "CSA + anchor": (CSAConfig(), AnchorConfig()),
-            "CSA weight 4 + anchor": (CSAConfig(bank_weight=4.0), AnchorConfig()),
-            "CSA foreground weight 4 + anchor": (CSAConfig(foreground=True, bank_weight=4.0), AnchorConfig()),
+            "anchor alone (clip-wide)": (None, AnchorConfig()),
+            "anchor alone (per frame)": (None, AnchorConfig(per_frame=True)),
+            "CSA + anchor (clip-wide)": (CSAConfig(), AnchorConfig()),
+            "CSA + anchor (per frame): default": (CSAConfig(), AnchorConfig(per_frame=True)),
+            "CSA foreground w4 + anchor from 0.1": (CSAConfig(foreground=True, bank_weight=4.0), AnchorConfig(start=0.1)),
         }
         report["sweep"] = {}
         for name, kw in variants.items():
             t = time.perf_counter()
-            report["sweep"][name] = consistency(engine, kw, args.frames, seeds, SUBJECTS, args.panels, args.id_length)
+            report["sweep"][name] = consistency(engine, kw, args.frames, seeds, subjects, args.panels, args.id_length)
             row = report["sweep"][name]
-            print(f"{name:28s} colour {row['colour_ratio']:.2f} area {row['area_ratio']:.2f} "
+            print(f"{name:36s} colour {row['colour_ratio']:.2f} area {row['area_ratio']:.2f} "
                   f"({time.perf_counter() - t:.0f}s)", flush=True)
     else:
-        report["consistency"] = consistency(engine, (csa, anchor), args.frames, seeds, SUBJECTS, args.panels,
-                                            args.id_length)
-        report["adherence"] = adherence(engine, (csa, anchor), max(args.frames, 17), seeds)
-        report["timing"] = seconds_per_panel(engine, args.frames)
+        parts = set(args.parts.split(","))
+        if "consistency" in parts:
+            report["consistency"] = consistency(engine, (csa, anchor), args.frames, seeds, subjects, args.panels,
+                                                args.id_length)
+        if "adherence" in parts:
+            report["adherence"] = adherence(engine, (csa, anchor), max(args.frames, 17), seeds)
+        if "timing" in parts:
+            report["timing"] = seconds_per_panel(engine, args.frames)
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

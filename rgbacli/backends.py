@@ -21,6 +21,7 @@ from torch import nn
 from rgbacli.errors import UsageError
 from rgbacli.models.alpha_tokens import AlphaTokenTransformer
 from rgbacli.models.rgba_vae import soft_render
+from rgbacli.pipelines.params import Limits
 from rgbacli.registry import Registry
 
 BACKENDS: Registry[type["Backend"]] = Registry("backend")
@@ -71,6 +72,28 @@ class Backend:
         """Spatial patch of the DiT: sizes must be multiples of spatial_factor × this."""
         ps = self.transformer.config.get("patch_size", 2)
         return int(ps[-1] if isinstance(ps, (tuple, list)) else ps)
+
+    def limits(self, preset: str = "") -> Limits:
+        """What this DiT + VAE can sample: size multiples, and the largest token grid its absolute
+        position table (`abs_pos`) or RoPE table (`rope_max_seq_len`) holds."""
+        model = getattr(self.transformer, "base", self.transformer)  # alpha tokens wrap the DiT
+        config = getattr(model, "config", {})
+        ps = config.get("patch_size", 2)
+        patch_t = int(ps[0]) if isinstance(ps, (tuple, list)) else int(config.get("patch_size_t") or 1)
+        frames = rows = cols = None
+        table = "position table"
+        rope = config.get("rope_max_seq_len")
+        if rope is not None:  # Wan: one RoPE row per token along each axis (both halves of [RGB ; alpha])
+            frames, rows, cols = int(rope) // self.copies, int(rope), int(rope)
+            table = "RoPE table"
+        pos = getattr(model, "abs_pos", None)
+        if pos is not None:
+            f, r, c = pos.frame.shape[0], pos.row.shape[0], pos.col.shape[0]
+            frames, rows, cols = (min(x, y) if y else x for x, y in ((f, frames), (r, rows), (c, cols)))
+            table = "position table"
+        return Limits(preset=preset, size_multiple=self.spatial_factor * self.patch_size,
+                      temporal_factor=self.temporal_factor, patch_t=patch_t, max_latent_frames=frames,
+                      max_rows=rows, max_cols=cols, table=table)
 
     # -- the three steps the sampler delegates
     def prepare_latents(self, noise: torch.Tensor) -> torch.Tensor:

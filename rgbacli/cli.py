@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 import click
 import typer
 
 from rgbacli.commands import codec, compare, composite, generate, inspect, interpolate, models, story, train
 from rgbacli.errors import RgbaError
+from rgbacli.fsutil import install_signal_cleanup, stopped_by_signal
 
 app = typer.Typer(
     name="rgba",
@@ -61,8 +63,14 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the `rgba` script: one clear line on stderr for every expected failure."""
     _quiet_libraries()
     debug = bool(os.environ.get("RGBA_DEBUG"))
+    if threading.current_thread() is threading.main_thread():
+        install_signal_cleanup()  # SIGTERM/SIGINT: remove temporary outputs, exit 143/130
     try:
         rv = app(args=argv, prog_name="rgba", standalone_mode=False)
+    except SystemExit as e:
+        if stopped_by_signal():
+            sys.stderr.write(f"rgba: stopped by a signal; temporary files removed (exit {e.code})\n")
+        raise
     except _USAGE_ERRORS as e:  # unknown option or command, missing or bad argument
         ctx = getattr(e, "ctx", None)
         where = ctx.command_path if ctx is not None else "rgba"

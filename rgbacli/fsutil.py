@@ -122,6 +122,11 @@ def _on_signal(signum: int, frame) -> None:
     raise SystemExit(code)
 
 
+def stopped_by_signal() -> bool:
+    """Whether this process is exiting because of a stop signal (see install_signal_cleanup)."""
+    return bool(_SIG["exiting"])
+
+
 def install_signal_cleanup(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
     """Make SIGTERM/SIGINT remove every live temporary output and exit 143/130 (main thread only)."""
     for s in signals:
@@ -178,5 +183,5 @@ def _default_mode(path: Path) -> None:
 
 __all__ = [
     "atomic_output", "check_output", "discard_temp", "forget_temp", "install_signal_cleanup", "make_temp",
-    "reason", "remove_live_temps", "signals_deferred",
+    "reason", "remove_live_temps", "signals_deferred", "stopped_by_signal",
 ]

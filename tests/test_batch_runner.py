@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rgbacli.batch.driver import run_batch
 from rgbacli.batch.executor import Executor
 from rgbacli.batch.plan import Job, plan_generate
+from rgbacli.errors import UsageError
 
 SAMPLING = {"width": 16, "height": 16, "frames": 5, "steps": 2, "guidance": 1.0}
 
@@ -61,5 +64,7 @@ def test_driver_orders_entries_writes_the_manifest_and_resumes(tmp_path):
     assert [e.get("skipped") for e in doc["items"]] == [True, True, None, True]
     changed = [Job(**{**j.__dict__, "params": {**j.params, "steps": 9}}) if j.index == 1 else j for j in jobs]
     third = Recording()
-    run_batch(third, changed, manifest, resume=True)
-    assert third.ran == [2, 1]  # different params: not the finished item
+    before = manifest.read_bytes()
+    with pytest.raises(UsageError, match=r"1 finished item\(s\) differ.*item 1 \(line 2\): steps 2 → 9"):
+        run_batch(third, changed, manifest, resume=True)
+    assert third.ran == [] and manifest.read_bytes() == before  # nothing ran, the manifest is untouched

@@ -98,6 +98,33 @@ def test_bank_write_and_read_shapes_and_sa_zero_is_plain():
     attachment.remove()
 
 
+@pytest.mark.parametrize("alpha_half,tokens", [(True, 2 * 16), (False, 2 * 8)])
+def test_cogvideox_bank_holds_video_tokens_only(alpha_half, tokens):
+    """On CogVideoX's joint sequence [text | RGB video | alpha video] the bank takes video tokens
+    only (never the 3 text rows), the RGB half alone without alpha_half: sa = 1 draws all of them
+    for 2 panels × 2 latent frames × 4 tokens (× 2 halves)."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    from rgbacli.models.alpha_tokens import AlphaTokenTransformer
+
+    torch.manual_seed(5)
+    model = CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
+                                        time_embed_dim=8, text_embed_dim=16, num_layers=2, sample_width=4,
+                                        sample_height=4, sample_frames=5, patch_size=2, max_text_seq_length=3,
+                                        use_rotary_positional_embeddings=True).eval()
+    wrapped = AlphaTokenTransformer(model, rank=2, lora_alpha=2.0)
+    config = CSAConfig(sa=1.0, alpha_half=alpha_half)
+    attach_csa(model, config)
+    state = StoryState(config, {})
+    state.begin("write", 1, write_to="Milo", seed=0)
+    x, text, t = torch.randn(2, 4, 4, 4, 4), torch.randn(2, 3, 16), torch.full((2,), 300.0)
+    rope = tuple(torch.cat([r, r]) for r in wrapped.rgb_rotary(2, 4, 4, "cpu"))
+    with torch.no_grad(), context_of(model).use(story=state, step=1):
+        model(x.transpose(1, 2), text, t, image_rotary_emb=rope, return_dict=False)
+    k, v = state.banks["Milo"].entries[(0, 1)]
+    assert k.shape == v.shape == (1, tokens, 2, 16)  # (passes, drawn tokens, heads, dim)
+
+
 def test_guidance_passes_never_mix():
     """Batch [a, b | a', b'] (pass-major): changing pass 1's b' leaves pass 0 untouched, while
     changing b (same pass) does move a."""
@@ -228,3 +255,19 @@ def test_identity_anchor_pulls_a_panel_toward_its_character(tiny_preset):
         mean, std = fg_stats(z, (grid > 0.0)[:, None])
         distance[strength] = float((mean - look[0]).abs().mean() + (std - look[1]).abs().mean())
     assert distance[1.0] < 1e-3 < distance[0.0]
+
+
+def test_story_runs_on_the_alpha_token_backend():
+    """Write and read on the alpha-token backend (doubled frames): the bank changes the read panel."""
+    from rgbacli.engine import Engine
+    from rgbacli.pipelines.params import params_from_sampling
+    from rgbacli.pipelines.story import StoryPipeline
+
+    engine = Engine("tiny-alpha-tokens", device="cpu")  # the shipped one: its alpha-token adapter file
+    story = parse_story("[Kit] an orb\n[Kit] drifting up\n[Kit] drifting left\n[Kit] drifting right", 2)
+    base = params_from_sampling(engine.preset.sampling, "", seed=1, frames=5, steps=3)
+    with_csa = StoryPipeline(engine)(story, base, CSAConfig(sa=1.0))
+    plain = StoryPipeline(engine)(story, base, None)
+    assert with_csa.banks["Kit"].tokens() > 0
+    assert [r.frames.shape for r in with_csa.panels] == [(5, 64, 64, 4)] * 3
+    assert (with_csa.panels[2].frames - plain.panels[2].frames).abs().max() > 1e-4

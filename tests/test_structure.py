@@ -60,3 +60,11 @@ def test_commands_do_not_import_the_cli():
     for name, path in mods.items():
         if name.startswith("rgbacli.commands"):
             assert "rgbacli.cli" not in _imports(name, path, set(mods)), name
+
+
+def test_benchmarks_and_scripts_parse_on_this_python():
+    """Benchmarks and scripts are not imported by the suite, so a syntax error there (an f-string
+    with nested double quotes before Python 3.12) would only show when someone runs them."""
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted([*root.glob("benchmarks/*.py"), *root.glob("scripts/*.py")]):
+        compile(path.read_text(), str(path), "exec")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from rgbacli.batch.interpolate import run_interpolate
@@ -49,13 +50,49 @@ def run_job(engine, job: Job, on_event: OnEvent | None = None) -> dict:
         return entry
     emit(Event("started", job))
     try:
+        if job.output is not None:  # a batch creates its output folders (out/{index}.mov on a fresh checkout)
+            make_parent(job.output)
         summary = JOB_KINDS.get(job.kind, f"job {job.index}")(
             engine, job, lambda i, n: emit(Event("progress", job, i, n)))
         entry.update(status="ok", seconds=summary["seconds"], timings=summary["timings"], summary=summary)
-    except RgbaError as e:
-        entry.update(status="failed", error=str(e))
+    except Exception as e:  # any failure is this item's alone; stop signals (SystemExit) and Ctrl-C pass
+        entry.update(status="failed", error=describe_failure(e), error_kind=failure_kind(e))
     emit(Event("finished", job, entry=entry))
     return entry
+
+
+def describe_failure(e: BaseException) -> str:
+    """One line for a failed item: the message of an RgbaError, else what went wrong and where."""
+    if isinstance(e, RgbaError):
+        return str(e)
+    text = (str(e).strip().splitlines() or [""])[0][:300]
+    if failure_kind(e) == "memory":
+        return f"out of memory ({type(e).__name__}{': ' + text if text else ''})"
+    return f"internal error: {type(e).__name__}{': ' + text if text else ''}"
+
+
+def failure_kind(e: BaseException) -> str:
+    """usage, weights, media, memory, error (other RgbaError) or internal."""
+    from rgbacli.errors import MediaError, UsageError, WeightsError
+
+    for cls, kind in ((UsageError, "usage"), (WeightsError, "weights"), (MediaError, "media"), (RgbaError, "error")):
+        if isinstance(e, cls):
+            return kind
+    if isinstance(e, MemoryError) or "out of memory" in str(e).lower() or type(e).__name__ == "OutOfMemoryError":
+        return "memory"
+    return "internal"
+
+
+def make_parent(output: str) -> None:
+    """Create the folder an output goes in (a MediaError of one line if that is impossible)."""
+    from rgbacli.errors import MediaError
+    from rgbacli.fsutil import reason
+
+    parent = Path(output).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MediaError(f"cannot create output folder {parent} ({reason(e)})") from None
 
 
 @JOB_KINDS.register("generate")

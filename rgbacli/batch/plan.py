@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rgbacli.errors import UsageError
-from rgbacli.pipelines.params import params_from_sampling
+from rgbacli.pipelines.params import Limits, params_from_sampling
 
 
 @dataclass
@@ -142,15 +142,18 @@ def default_output(prompt: str) -> str:
 
 
 def generate_job(index: int, line: int, prompt: str, seed: int, output: str, common: dict, sampling: dict,
-                 options: dict) -> Job:
-    """A generate job with its parameters filled from the preset's `sampling` defaults."""
-    params = params_from_sampling(sampling, prompt, seed=seed, **common).to_dict()
+                 options: dict, limits: Limits | None = None) -> Job:
+    """A generate job with its parameters filled from the preset's `sampling` defaults and checked
+    (against the model's `limits` when given): a UsageError names the bad value and its limit."""
+    params = params_from_sampling(sampling, prompt, seed=seed, **common).validate(limits).to_dict()
     return Job(index, line, prompt, "generate", seed, output, params, dict(options))
 
 
-def plan_generate(text: str, pattern: str, seed: int, common: dict, sampling: dict, options: dict) -> list[Job]:
+def plan_generate(text: str, pattern: str, seed: int, common: dict, sampling: dict, options: dict,
+                  limits: Limits | None = None) -> list[Job]:
     """Every item of a prompt file as a job: item i gets `seed + i` unless it sets a seed, its own
-    overrides over `common`, and its output from the pattern."""
+    overrides over `common`, and its output from the pattern. An item whose values break a rule
+    (or the model's `limits`) becomes a job carrying its error, so it fails alone before any work."""
     jobs = []
     for item in parse_prompt_lines(text):
         if item.error:
@@ -160,8 +163,8 @@ def plan_generate(text: str, pattern: str, seed: int, common: dict, sampling: di
         merged = {**common, **{k: v for k, v in item.overrides.items() if k != "seed"}}
         try:
             out = output_for(pattern, item, item_seed)
+            jobs.append(generate_job(item.index, item.line, item.prompt, item_seed, out, merged, sampling, options,
+                                     limits))
         except UsageError as e:
-            jobs.append(Job(item.index, item.line, item.prompt, error=str(e)))
-            continue
-        jobs.append(generate_job(item.index, item.line, item.prompt, item_seed, out, merged, sampling, options))
+            jobs.append(Job(item.index, item.line, item.prompt, error=f"line {item.line}: {e}"))
     return jobs

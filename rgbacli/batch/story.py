@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -76,7 +77,7 @@ def run_story(engine, job: Job, progress: Callable[[int, int], None]) -> dict:
     base = params_from_sampling(engine.preset.sampling, "", seed=int(o.get("seed", 0)), frames=o.get("frames"),
                                 steps=o.get("steps"), guidance=o.get("guidance"), fps=o.get("fps"))
     pipeline = StoryPipeline(engine)
-    pipeline.t2v.latent_shape(base)  # size and frame limits of the preset: one line, before sampling
+    pipeline.t2v.latent_shape(replace(base, prompt=story.panels[0].prompt))  # the preset's limits: one line, before sampling
     run_meta = {"preset": engine.preset.name, "model": module_fingerprint(engine.backend.transformer),
                 **{k: getattr(base, k) for k in BANK_KEYS}}
     _check_characters(loaded, run_meta, o.get("characters", ""))

@@ -72,6 +72,10 @@ def generate(
     if preset is None:
         info(f"rgba: using preset '{engine.preset.name}' (pass --preset to choose)")
     options = dict(preview=preview, premultiplied=premultiplied, force=force)
+    if prompts is not None:  # the flags shared by every item: one usage error before any work
+        from rgbacli.pipelines.params import params_from_sampling
+
+        params_from_sampling(engine.preset.sampling, "batch", seed=seed, **common).validate(_limits(engine))
 
     if prompts is None:
         job = generate_job(0, 0, prompt, seed, output or default_output(prompt), common, engine.preset.sampling, options)
@@ -112,18 +116,37 @@ def _run_batch(engine, prompts_arg, pattern, seed, common, options, resume, mani
 
     if pattern is None:
         raise UsageError("--prompts needs -o with a pattern, e.g. -o 'out/{index:03d}-{slug}.mov'")
-    jobs = plan_generate(_read_prompts(prompts_arg), pattern, seed, common, engine.preset.sampling, options)
+    text = _read_prompts(prompts_arg)
+    jobs = plan_generate(text, pattern, seed, common, engine.preset.sampling, options, _limits(engine))
     if not jobs:
         raise UsageError(f"prompt file {prompts_arg} has no prompts")
     manifest_path = Path(manifest_arg) if manifest_arg else Path(pattern).parent / "manifest.json"
     header = {"preset": engine.preset.name, "device": str(engine.device)}
-    with progress() as bar:
-        doc = run_batch(LocalExecutor(engine), jobs, manifest_path, resume, header, _reporter(bar))
-    if as_json:
-        print_json({**doc, "manifest": str(manifest_path)})
-    else:
-        info(f"{doc['ok']} ok, {doc['failed']} failed; manifest {manifest_path}")
+    last: dict = {}
+    try:
+        with progress() as bar:
+            doc = run_batch(LocalExecutor(engine), jobs, manifest_path, resume, header, _reporter(bar),
+                            on_update=last.update)
+    finally:  # also when a stop signal ends the batch: the summary of what the manifest says
+        if last:
+            if as_json:
+                print_json({**last, "manifest": str(manifest_path)})
+            else:
+                info(f"{last['ok']} ok, {last['failed']} failed"
+                     + (f", {last['pending'] + last['interrupted']} not done" if last["state"] != "complete" else "")
+                     + f"; manifest {manifest_path}")
     return 1 if doc["failed"] else 0
+
+
+def _limits(engine):
+    """The model's limits for checking every item before any work (None when the model cannot be
+    loaded, e.g. missing weights: then each item fails alone with that error)."""
+    from rgbacli.errors import RgbaError
+
+    try:
+        return engine.backend.limits(engine.preset.name)
+    except RgbaError:
+        return None
 
 
 def _reporter(bar):
@@ -144,6 +167,8 @@ def _reporter(bar):
             if event.entry["status"] == "ok":
                 info(f"[{job.index}] wrote {job.output}")
             else:
-                warn(f"item {job.index} (line {job.line}) failed: {event.entry['error']}")
+                error = event.entry["error"]
+                where = "" if error.startswith(f"line {job.line}:") else f"line {job.line}: "
+                warn(f"item {job.index} failed: {where}{error}")
 
     return on_event

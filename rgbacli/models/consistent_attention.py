@@ -206,22 +206,24 @@ class ConsistentSelfAttention(Behaviour):
 
     @staticmethod
     def _bankable(call, state: StoryState, s: int) -> torch.Tensor:
-        """(S,) bool: tokens that may enter the bank (the RGB half only unless alpha_half)."""
-        ok = torch.ones(s, dtype=torch.bool)
+        """(S,) bool: tokens that may enter the bank: video tokens only (CogVideoX's joint sequence
+        leads with the text), their RGB half only unless alpha_half."""
+        ok = torch.zeros(s, dtype=torch.bool)
+        ok[call.video_start:] = True
         layout = call.context.layout
         if not state.config.alpha_half and layout is not None and layout.copies == 2:
-            ok[s // 2:] = False
+            ok[call.video_start + (s - call.video_start) // 2:] = False
         return ok
 
     def _write(self, call, state, step, query, key, value, mask):
         p, (bp, s, h, d) = state.passes, key.shape
         b = bp // p  # identity panels per pass
         keep = state.draw((b, s), key.device) & self._bankable(call, state, s).to(key.device)
-        if state.foreground is not None:
-            keep &= state.foreground.to(key.device)
+        if state.foreground is not None:  # (B, video tokens), placed after any text rows
+            keep[:, call.video_start:] &= state.foreground.to(key.device)
         # Each sample sees every identity panel of its pass; its own copy and undrawn tokens are blocked.
-        k_pass = key.view(p, b * s, h, d)
-        v_pass = value.view(p, b * s, h, d)
+        k_pass = key.reshape(p, b * s, h, d)
+        v_pass = value.reshape(p, b * s, h, d)
         other = ~torch.eye(b, dtype=torch.bool, device=key.device).repeat_interleave(s, dim=1)  # (b, b·s)
         allowed = (other & keep.reshape(1, b * s)).repeat(p, 1)  # (p·b, b·s)
         extra_k = k_pass.repeat_interleave(b, dim=0)  # (p·b, b·s, h, d): pass group of each sample

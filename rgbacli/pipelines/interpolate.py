@@ -22,7 +22,7 @@ Steps (the sampling steps are the text-to-RGBA pipeline's, reused as they are):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -133,7 +133,9 @@ class InterpolatePipeline:
         the predictor's extra attention output (IP-adapter's scale; 1 = as trained)."""
         eng, t2v = self.engine, self.t2v
         timings, t0 = {}, time.perf_counter()
-        _, frames, _, _ = t2v.latent_shape(p)  # validates the size; loads the VAE and the DiT
+        # validates against the preset's limits and loads the VAE and the DiT; the prompt may be empty
+        # here (the keyframes say what is shown), which a text-to-video clip may not
+        _, frames, _, _ = t2v.latent_shape(replace(p, prompt=p.prompt.strip() or "(keyframes)"))
         smp = self.motion_predictor(use_smp)
         timings["load_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()

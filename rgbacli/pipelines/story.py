@@ -27,7 +27,7 @@ from rgbacli.pipelines.t2v import TextToRGBAPipeline
 
 # The CSA settings `rgba story` uses (CSAConfig's fields); measured in docs/story.md.
 DEFAULT_CSA: dict = {"sa": 0.5}
-DEFAULT_ANCHOR: dict = {}
+DEFAULT_ANCHOR: dict = {"per_frame": True}
 
 # Prompt templates ({prompt} is the panel's text) and negative prompts. The tiny model reads only
 # its own vocabulary, so its styles are material words; the others are for real presets.

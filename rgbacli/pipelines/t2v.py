@@ -54,12 +54,7 @@ class TextToRGBAPipeline:
         """(channels, latent frames, latent height, latent width) of one clip's noise."""
         backend = self.engine.backend  # loads the VAE and the DiT (once per engine)
         tf, sf = backend.temporal_factor, backend.spatial_factor
-        if p.frames < 1:
-            raise UsageError("--frames must be at least 1")
-        mult = sf * backend.patch_size
-        if p.width % mult or p.height % mult or p.width < mult or p.height < mult:
-            raise UsageError(f"--size {p.width}x{p.height}: width and height must be positive multiples of {mult} "
-                             f"for preset '{self.engine.preset.name}'")
+        p.validate(backend.limits(self.engine.preset.name))  # one line naming the limit (exit 2)
         t = 1 + math.ceil((p.frames - 1) / tf)  # decode ≥ frames, then trim
         return backend.latent_channels, t, p.height // sf, p.width // sf
 
