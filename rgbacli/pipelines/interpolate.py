@@ -135,7 +135,8 @@ class InterpolatePipeline:
         timings, t0 = {}, time.perf_counter()
         # validates against the preset's limits and loads the VAE and the DiT; the prompt may be empty
         # here (the keyframes say what is shown), which a text-to-video clip may not
-        _, frames, _, _ = t2v.latent_shape(replace(p, prompt=p.prompt.strip() or "(keyframes)"))
+        checked = replace(p, prompt=p.prompt.strip() or "(keyframes)")
+        _, frames, _, _ = t2v.latent_shape(checked)
         smp = self.motion_predictor(use_smp)
         timings["load_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -148,7 +149,7 @@ class InterpolatePipeline:
             cond = {COND_KEY: self.motion_embeddings(smp, a, b, frames)}
         timings["encode_s"] = time.perf_counter() - t0
 
-        latents = t2v.prepare_latents(p, [p.seed])
+        latents = t2v.prepare_latents(checked, [p.seed])  # the noise depends on the seed and shape alone
         pins = KeyframePins(z_start, z_end, latents, eng.backend.copies, keyframe_strength)
         latents = pins.initial(latents, p)
         t1 = time.perf_counter()
