@@ -25,6 +25,18 @@ from rgbacli.pipelines.params import Limits
 from rgbacli.registry import Registry
 
 BACKENDS: Registry[type["Backend"]] = Registry("backend")
+KEYFRAME_CHUNK = 4  # the RGBA / Wan VAE encodes 1 + 4k frames
+
+
+def keyframe_context(start: torch.Tensor, end: torch.Tensor, length: int, tail: int) -> torch.Tensor:
+    """(B, 4, length, H, W): A, then a premultiplied crossfade to B, the last `tail` frames B itself."""
+    w = torch.linspace(0, 1, max(2, length - tail + 1), device=start.device, dtype=start.dtype)
+    w = torch.cat([w, w.new_ones(length - w.numel())]).view(1, 1, -1, 1, 1)
+    a, b = start[:, :, None], end[:, :, None]
+    alpha = (1 - w) * a[:, 3:] + w * b[:, 3:]
+    pre = (1 - w) * a[:, :3] * a[:, 3:] + w * b[:, :3] * b[:, 3:]
+    rgb = torch.where(alpha > 1e-6, pre / alpha.clamp(min=1e-6), torch.zeros_like(pre))
+    return torch.cat([rgb.clamp(0, 1), alpha], dim=1)
 
 
 class Backend:
@@ -109,6 +121,22 @@ class Backend:
         """(B, 3, T, H, W) RGB in [0, 1] → normalised latents of one frame grid (Tora's motion latents:
         the flow colours through the preset's VAE, RGB part)."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def encode_keyframes(self, start: torch.Tensor, end: torch.Tensor, frames: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keyframes (B, 4, H, W) → their latents (B, C, copies, h, w) for the first and last latent
+        frame of a clip of `frames` pixel frames.
+
+        The VAE is causal both ways: latent frame 0 is pixel frame 0 alone (so A's latent is exact),
+        but each later latent frame is encoded, and decoded, in the context of the frames before it.
+        B's latent is therefore taken from the encode of a context clip: the premultiplied crossfade
+        A → B over `frames` frames (rounded up to 4k+1), its last `temporal_factor` frames B. Decoded
+        after an in-between clip, that latent gives back B about as well as the true clip's own last
+        latent does; the latent of B held still (the clip [B, B, B, B, B]) does not (docs/interpolate.md)."""
+        length = max(1 + KEYFRAME_CHUNK, 1 + KEYFRAME_CHUNK * -(-(frames - 1) // KEYFRAME_CHUNK))
+        clip = keyframe_context(start, end, length, self.temporal_factor)
+        z = self.encode(clip).unflatten(2, (self.copies, -1))  # (B, C, copies, t, h, w)
+        return z[:, :, :, 0], z[:, :, :, -1]
 
 
 @BACKENDS.register("wan-alpha")

@@ -14,7 +14,7 @@ import threading
 import click
 import typer
 
-from rgbacli.commands import codec, compare, composite, generate, inspect, models, story, train
+from rgbacli.commands import codec, compare, composite, generate, inspect, interpolate, models, story, train
 from rgbacli.errors import RgbaError
 from rgbacli.fsutil import install_signal_cleanup, stopped_by_signal
 
@@ -35,6 +35,7 @@ def _root() -> None:
 
 app.command("generate")(generate.generate)
 app.command("story")(story.story)
+app.command("interpolate")(interpolate.interpolate)
 app.command("encode")(codec.encode)
 app.command("decode")(codec.decode)
 app.command("composite")(composite.composite)

@@ -29,6 +29,7 @@ from rgbacli.models.alpha_tokens import AlphaTokenTransformer, load_alpha_token_
 from rgbacli.models.hf_text_encoder import HFTextEncoder
 from rgbacli.models.latent_norm import fill_latent_stats
 from rgbacli.models.rgba_vae import RGBAVAE
+from rgbacli.models.semantic_motion import ClipImageEncoder, SemanticMotionPredictor, SMPConfig, load_smp
 from rgbacli.models.text_encoder import TinyTextEncoder
 from rgbacli.models.video_vae import PlainVideoVAE
 from rgbacli.presets import Preset, require
@@ -315,3 +316,40 @@ def _plain_base_vae(ctx: BuildContext, section: dict, fmt: str) -> nn.Module:
         return load_model(AutoencoderKLWan, ctx.path("vae"))
 
     return wan_vae.load_wan_vae(ctx.path("vae"))
+
+
+# --------------------------------------------------------------------------- image encoder, motion predictor
+@COMPONENTS.register("image_encoder")
+def build_image_encoder(ctx: BuildContext, section: dict) -> Built:
+    """A frozen CLIP vision tower (`kind = "clip"`) from a local folder, e.g. Wan I2V's `image_encoder`;
+    `format = "random"` builds one from `config` (tests). Its output: penultimate hidden states."""
+    kind = section.get("kind", "clip")
+    if kind != "clip":
+        raise UsageError(f"{ctx.where('image_encoder')}: unknown kind '{kind}' (known: clip)")
+    if section.get("format") == "random":
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+
+        with seeded(int(section.get("seed", 0))):
+            return Built(ClipImageEncoder(CLIPVisionModel(CLIPVisionConfig(**section.get("config", {})))), torch.float32)
+    return Built(ClipImageEncoder.load(ctx.path("image_encoder")))
+
+
+@COMPONENTS.register("motion_predictor")
+def build_motion_predictor(ctx: BuildContext, section: dict) -> Built:
+    """StoryDiffusion's semantic motion predictor (rgbacli/models/semantic_motion.py) for `rgba
+    interpolate`: our single file (`format = "rgbacli"`) or `random` from `config`. A predictor whose
+    config names the "clip" encoder uses the preset's `[image_encoder]`."""
+    encoder = None
+    if "image_encoder" in ctx.preset.components:
+        encoder = build_image_encoder(ctx, ctx.preset.components["image_encoder"]).module
+    fmt = section.get("format", "rgbacli")
+    if fmt == "random":
+        with seeded(int(section.get("seed", 0))):
+            smp = SemanticMotionPredictor(SMPConfig(**section.get("config", {})), encoder)
+            if not section.get("zero_init", False):  # random outputs, so that tests see the predictor act
+                for cross in smp.cross:
+                    torch.nn.init.normal_(cross.to_out.weight, std=0.02)
+        return Built(smp, torch.float32)
+    if fmt != "rgbacli":
+        raise UsageError(f"{ctx.where('motion_predictor')}: unknown format '{fmt}' (use rgbacli or random)")
+    return Built(load_smp(ctx.path("motion_predictor"), encoder), torch.float32)

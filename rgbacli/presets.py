@@ -27,7 +27,7 @@ SAMPLING_KEYS = {
     "trajectory_direction": lambda v: [float(x) for x in v],  # the noise method's per-channel shift
 }
 COMPONENT_KEYS = {"path", "repo", "format", "optional", "config", "scale", "kind", "rank", "alpha", "tokenizer",
-                  "seed", "random_lora"}
+                  "seed", "random_lora", "zero_init"}
 
 
 @dataclass

@@ -4,6 +4,7 @@
 # (two OpenMP processes with 2 threads each on 2 cores stall each other):
 #   base-dit (32 min)  ∥  rgba-vae (27 min), then the dora and alpha-token latent caches
 #   dora (17 min), then alpha-tokens (12 min)
+#   ... and last, on the installed base, smp (~40 min: the motion predictor of `rgba interpolate`)
 #                      ∥  rgba-decoders (12 min: stage 3 continued on the decoder LoRAs), then
 #                         rgb-decoder (18 min: the fused RGB decoder alone on whole clips)
 #   then trajectory (40 min: Tora's extractor + motion fusers on the frozen DiT + DoRA + RGBA VAE)
@@ -42,5 +43,10 @@ tail -n 2 "$run/dora.log" "$run/decoders.log"
 # Stage 5 reads the finished base (transformer + dora + vae) from the run folder; alone on the machine.
 "$rgba" train trajectory --out "$run" --minutes 40 --threads 2 --clips 480 > "$run/trajectory.log" 2>&1
 tail -n 1 "$run/trajectory.log"
+"$rgba" train export --out "$run" --force
+# Stage 5, on the base just installed (frozen): the semantic motion predictor of `rgba interpolate`
+# (~10 min encoding its keyframe cache + 30 min), then exported beside it.
+"$rgba" train smp --out "$run" --base "$run" --minutes 30 --threads 1 --clips 800 > "$run/smp.log" 2>&1
+tail -n 1 "$run/smp.log"
 "$rgba" train export --out "$run" --force
 echo "done: the tiny preset now uses the weights from $run"

@@ -1,13 +1,12 @@
 """Running one job: `run_job(engine, job, on_event) -> manifest entry`.
 
-Each job kind registers a runner in `JOB_KINDS` (`generate` now; the interpolate and story batch
-forms register theirs). A runner writes its outputs through the atomic writers and returns a
+Each job kind registers a runner in `JOB_KINDS` (`generate` here; `story` and `interpolate` from
+their own modules). A runner writes its outputs through the atomic writers and returns a
 summary; `run_job` turns that into the job's manifest entry, with a failure as its own entry.
 """
 
 from __future__ import annotations
 
-import re
 import time
 
 import numpy as np
@@ -15,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from rgbacli.batch.plan import Job
+from rgbacli.batch.interpolate import run_interpolate
+from rgbacli.batch.plan import Job, preview_paths
 from rgbacli.batch.story import run_story
 from rgbacli.errors import RgbaError
 from rgbacli.fsutil import check_output
@@ -112,12 +112,6 @@ def make_parent(output: str) -> None:
         raise MediaError(f"cannot create output folder {parent} ({reason(e)})") from None
 
 
-def preview_paths(output: str) -> list[str]:
-    """<out>.preview.mp4 and <out>.sheet.png beside an output (a frame pattern loses its %04d)."""
-    stem = Path(output).parent / re.sub(r"\.?%0?\d*d$", "", Path(output).with_suffix("").name)
-    return [f"{stem}.preview.mp4", f"{stem}.sheet.png"]
-
-
 @JOB_KINDS.register("generate")
 def run_generate(engine, job: Job, progress: Callable[[int, int], None]) -> dict:
     """Generate one clip and write it (+ previews) atomically; returns a summary dict."""
@@ -163,3 +157,4 @@ def run_generate(engine, job: Job, progress: Callable[[int, int], None]) -> dict
     }
 
 JOB_KINDS.add("story", run_story)
+JOB_KINDS.add("interpolate", run_interpolate)

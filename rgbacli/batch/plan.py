@@ -135,6 +135,12 @@ class Job:
         return entry
 
 
+def preview_paths(output: str) -> list[str]:
+    """<out>.preview.mp4 and <out>.sheet.png beside an output (a frame pattern loses its %04d)."""
+    stem = Path(output).parent / re.sub(r"\.?%0?\d*d$", "", Path(output).with_suffix("").name)
+    return [f"{stem}.preview.mp4", f"{stem}.sheet.png"]
+
+
 def default_output(prompt: str) -> str:
     """<slug>.mov in the current folder; -2, -3 … are appended rather than overwrite anything."""
     base = slugify(prompt)

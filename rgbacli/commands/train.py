@@ -169,6 +169,30 @@ _dit_command("trajectory", "stage_trajectory", 40,
              "Stage 5 (Tora): trajectory extractor + motion fusers on the frozen DiT, for `--trajectory`.")
 
 
+@train_app.command("smp")
+def smp(out: OutOpt = RUN, minutes: MinutesOpt = None, resume: ResumeOpt = False, force: RetrainOpt = False,
+        clips: Annotated[int, typer.Option("--clips", help="Clips (first/last frames as keyframes) encoded once "
+                         "into the stage's cache.")] = 1000,
+        data: DataOpt = None,
+        base: Annotated[Optional[str], typer.Option("--base", help="Folder with the frozen tiny model's files "
+                        "(default: the package's tiny weights).")] = None,
+        steps: Annotated[Optional[int], typer.Option("--steps", help="Stop after this many updates.")] = None,
+        as_json: JsonOpt = False, threads: ThreadsOpt = None) -> None:
+    """Stage 5 (StoryDiffusion SMP): the semantic motion predictor for `rgba interpolate`, base frozen."""
+    from rgbacli.train.smp import stage_smp
+
+    if steps is not None and steps < 1:
+        from rgbacli.errors import UsageError
+
+        raise UsageError(f"--steps must be at least 1, not {steps}")
+    if base is not None and not Path(base).is_dir():
+        from rgbacli.errors import RgbaError
+
+        raise RgbaError(f"--base {base}: no such folder")
+    _stage("smp", stage_smp, out=out, minutes=minutes, default_minutes=35, resume=resume, force=force,
+           as_json=as_json, threads=threads, clips=clips, data=data, base=base, steps=steps)
+
+
 @train_app.command("latents")
 def latents(stage: Annotated[str, typer.Argument(help="The DiT stage whose cache to build: base-dit, dora or "
                                                  "alpha-tokens.")],

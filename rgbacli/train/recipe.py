@@ -57,6 +57,7 @@ def _dit_config(minutes: float, p_short: float = P_SHORT, object_weight: float =
 
 SHIPPED = ("text_encoder.safetensors", "transformer.safetensors", "dora.safetensors", "vae.safetensors",
            "base_vae.safetensors", "alpha_tokens.safetensors", "trajectory.safetensors")
+OPTIONAL_SHIPPED = ("smp.safetensors",)  # stage 6 (the motion predictor): exported when the run has it
 
 # Each stage's checkpoint and the files it creates (rgba-decoders and rgb-decoder update vae.safetensors).
 STAGE_FILES = {
@@ -68,6 +69,7 @@ STAGE_FILES = {
     "dora": ("dora.ckpt.safetensors", ("dora.safetensors",)),
     "alpha-tokens": ("alpha_tokens.ckpt.safetensors", ("alpha_tokens.safetensors",)),
     "trajectory": ("trajectory.ckpt.safetensors", ("trajectory.safetensors",)),
+    "smp": ("smp.ckpt.safetensors", ("smp.safetensors",)),
 }
 MADE_BY = {name: stage for stage, (_, outs) in STAGE_FILES.items() for name in outs}
 
@@ -358,7 +360,7 @@ def export(run: Path, to: Path, force: bool = False) -> list[Path]:
     """Copy the shipped files into `to` (default: the package's tiny weights folder). Every source is
     checked before anything is written; a destination file that differs needs `force`; each copy
     goes through a temporary file and a rename."""
-    sources = [_need(run, name) for name in SHIPPED]
+    sources = [_need(run, name) for name in SHIPPED] + [run / n for n in OPTIONAL_SHIPPED if (run / n).exists()]
     if to.exists() and not to.is_dir():
         raise RgbaError(f"{to} is not a folder")
     changed = [src for src in sources if not (to / src.name).exists()
