@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Train the embedded tiny model from scratch on this machine's CPU (~130 minutes on 2 cores) and
+# Train the embedded tiny model from scratch on this machine's CPU (~200 minutes on 2 cores) and
 # install it into the package. After stage 1, two processes share the 2 cores, one thread each
 # (two OpenMP processes with 2 threads each on 2 cores stall each other):
 #   base-dit (32 min)  ∥  rgba-vae (27 min), then the dora and alpha-token latent caches
 #   dora (17 min), then alpha-tokens (12 min)
-#   ... and last, on the installed base, smp (~40 min: the motion predictor of `rgba interpolate`)
 #                      ∥  rgba-decoders (12 min: stage 3 continued on the decoder LoRAs), then
 #                         rgb-decoder (18 min: the fused RGB decoder alone on whole clips)
-#   then trajectory (40 min: Tora's extractor + motion fusers on the frozen DiT + DoRA + RGBA VAE)
+# then, alone on the machine and on the frozen base: trajectory (stage 5, 40 min: Tora's extractor
+# + motion fusers), export, and smp (stage 6, ~10 min keyframe cache + 30 min: the semantic motion
+# predictor of `rgba interpolate`), exported beside it.
 # Neither decoder stage moves the latent space dora trains on.
 # Usage: scripts/train_tiny.sh [RUN_FOLDER] (default runs/tiny). Stages refuse a folder where they
 # already ran (resume one with `rgba train STAGE --resume`), so give a new folder for a new run.
@@ -44,9 +45,9 @@ tail -n 2 "$run/dora.log" "$run/decoders.log"
 "$rgba" train trajectory --out "$run" --minutes 40 --threads 2 --clips 480 > "$run/trajectory.log" 2>&1
 tail -n 1 "$run/trajectory.log"
 "$rgba" train export --out "$run" --force
-# Stage 5, on the base just installed (frozen): the semantic motion predictor of `rgba interpolate`
+# Stage 6, on the base just installed (frozen): the semantic motion predictor of `rgba interpolate`
 # (~10 min encoding its keyframe cache + 30 min), then exported beside it.
-"$rgba" train smp --out "$run" --base "$run" --minutes 30 --threads 1 --clips 800 > "$run/smp.log" 2>&1
+"$rgba" train smp --out "$run" --base "$run" --minutes 30 --threads 2 --clips 800 > "$run/smp.log" 2>&1
 tail -n 1 "$run/smp.log"
 "$rgba" train export --out "$run" --force
 echo "done: the tiny preset now uses the weights from $run"

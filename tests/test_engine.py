@@ -32,7 +32,7 @@ def test_unknown_adapter_kind_names_the_section(tmp_path):
 
 
 def test_a_new_section_and_adapter_kind_are_registrations_only(tmp_path):
-    """An `[image_encoder]` section and a new adapter kind need a registry entry, no parser or engine edit."""
+    """A new section (`[depth_encoder]`) and a new adapter kind need a registry entry, no parser or engine edit."""
     def build(ctx, section):
         return Built(torch.nn.Linear(int(section["config"]["width"]), 2))
 
@@ -43,19 +43,19 @@ def test_a_new_section_and_adapter_kind_are_registrations_only(tmp_path):
 
     (tmp_path / "unused.safetensors").write_bytes(b"")
     preset = write_test_preset(tmp_path, "extra")
-    preset.write_text(preset.read_text() + '\n[image_encoder]\nconfig = { width = 3 }\n'
+    preset.write_text(preset.read_text() + '\n[depth_encoder]\nconfig = { width = 3 }\n'
                       'adapters = [{ kind = "test-double", path = "unused.safetensors", scale = 2.0 }]\n')
-    COMPONENTS.add("image_encoder", build)
+    COMPONENTS.add("depth_encoder", build)
     ADAPTERS.add("test-double", double)
     try:
         eng = Engine(str(preset), device="cpu")
-        enc = eng.component("image_encoder")
+        enc = eng.component("depth_encoder")
         assert isinstance(enc, torch.nn.Linear) and enc.in_features == 3 and not enc.weight.requires_grad
-        assert eng.component("image_encoder") is enc  # built once
+        assert eng.component("depth_encoder") is enc  # built once
         roles = [f.role for f in eng.preset.files()]
-        assert "image_encoder.test-double[0]" in roles  # its files are listed like any other section's
+        assert "depth_encoder.test-double[0]" in roles  # its files are listed like any other section's
     finally:
-        COMPONENTS.remove("image_encoder")
+        COMPONENTS.remove("depth_encoder")
         ADAPTERS.remove("test-double")
 
 

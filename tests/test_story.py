@@ -125,6 +125,15 @@ def test_cogvideox_bank_holds_video_tokens_only(alpha_half, tokens):
     assert k.shape == v.shape == (1, tokens, 2, 16)  # (passes, drawn tokens, heads, dim)
 
 
+def test_csa_starts_after_its_share_of_the_steps():
+    """`start` is a share of the run's steps (the default story CSA starts half-way: layout and
+    motion form in the early steps); `start_step` stays a floor."""
+    assert CSAConfig(start=0.5).first_step(16) == 8 and CSAConfig(start=0.5).first_step(50) == 25
+    assert CSAConfig().first_step(16) == 1 and CSAConfig(start=0.02, start_step=3).first_step(16) == 3
+    with pytest.raises(ValueError, match="share of the steps"):
+        CSAConfig(start=1.5)
+
+
 def test_guidance_passes_never_mix():
     """Batch [a, b | a', b'] (pass-major): changing pass 1's b' leaves pass 0 untouched, while
     changing b (same pass) does move a."""
@@ -213,6 +222,8 @@ def test_cli_story_outputs_json_and_determinism(cli, tmp_path):
     (["--style", "vaporwave"], 2, "unknown style 'vaporwave'"),
     (["--layout", "manga"], 2, "unknown layout 'manga'"),
     (["--sa", "1.5"], 2, "sa must be in [0, 1]"),
+    (["--csa-start", "2"], 2, "--csa-start: start must be a share of the steps in [0, 1], not 2.0"),
+    (["--no-csa", "--csa-start", "0.2"], 2, "--csa-start sets consistent self-attention, which --no-csa turns off"),
     (["--frames", "0"], 2, "--frames must be at least 1"),
     (["--background", "nope.png"], 2, "neither a colour nor an image"),
     (["--characters", "missing.safetensors"], 1, "missing.safetensors"),
@@ -237,7 +248,7 @@ def test_identity_anchor_pulls_a_panel_toward_its_character(tiny_preset):
     (strength 1) and away from it without (strength 0: the same run, nothing pulled)."""
     from rgbacli.engine import Engine
     from rgbacli.pipelines.params import params_from_sampling
-    from rgbacli.pipelines.story import AnchorConfig, StoryPipeline, alpha_grid, fg_stats
+    from rgbacli.pipelines.story import AnchorConfig, StoryPipeline, alpha_grid, frame_groups, look_stats
 
     engine = Engine(str(tiny_preset), device="cpu")
     be = engine.backend
@@ -252,9 +263,39 @@ def test_identity_anchor_pulls_a_panel_toward_its_character(tiny_preset):
         look = pipe(story, base, None, anchor=AnchorConfig(strength=strength, start=0.0, threshold=0.0)).banks["Kit"].anchor
         z = finals[-1]  # the read panel
         grid = alpha_grid(be.decode_alpha(z)[:, 0], be.temporal_factor, be.spatial_factor, z.shape[2])
-        mean, std = fg_stats(z, (grid > 0.0)[:, None])
+        mean, std = look_stats(z, (grid > 0.0)[:, None], frame_groups(z.shape[2]), 2)
+        assert look[0].shape == (1, z.shape[1], 2)  # the first latent frame and the later ones
         distance[strength] = float((mean - look[0]).abs().mean() + (std - look[1]).abs().mean())
     assert distance[1.0] < 1e-3 < distance[0.0]
+
+
+def test_default_anchor_keeps_the_first_latent_frame_its_own_look():
+    """The causal VAE's first latent frame (pixel frame 0 alone) has other statistics than the later
+    ones. The default anchor keeps one look per frame group, so a panel that already has its
+    character's look is left exactly as it is; pulling every frame to one clip-wide look (the old
+    per-frame default) moved it, and shifted a red character's hue to orange (docs/story.md)."""
+    from types import SimpleNamespace
+
+    from rgbacli.engine import Engine
+    from rgbacli.models.consistent_attention import StoryState
+    from rgbacli.pipelines.schedulers import make_scheduler
+    from rgbacli.pipelines.story import DEFAULT_ANCHOR, AnchorConfig, _StoryStep, frame_groups
+
+    engine = Engine("tiny", device="cpu")
+    assert frame_groups(5).tolist() == [0, 1, 1, 1, 1] and frame_groups(6, 2).tolist() == [0, 1, 1, 2, 3, 3]
+    scheduler = make_scheduler("unipc", 5.0)
+    scheduler.set_timesteps(4)
+    pipe = SimpleNamespace(scheduler=scheduler)
+    z = torch.randn(1, 8, 5, 8, 8, generator=torch.Generator().manual_seed(0))  # the tiny latent (B, C, t, h, w)
+    z[:, :, 0] += 1.5  # the first latent frame's own statistics
+    z[:, :, 1:] += torch.linspace(-0.5, 0.5, 4).view(1, 1, 4, 1, 1)  # later frames that vary a little
+    moved = {}
+    for name, cfg in (("default", DEFAULT_ANCHOR), ("per-frame", {"per_frame": True})):
+        step = _StoryStep(engine, StoryState(CSAConfig(), {}), None, AnchorConfig(**{**cfg, "start": 0.0, "threshold": -1.0}),
+                          None)  # no target: the panel is pulled toward its own look
+        out = step(pipe, 1, None, {"x0": z, "latents": z.clone()})
+        moved[name] = float((out["latents"] - z).abs().max())
+    assert moved["default"] < 1e-5 < 0.1 < moved["per-frame"]
 
 
 def test_story_runs_on_the_alpha_token_backend():

@@ -470,7 +470,8 @@ def test_export_checks_every_file_first_and_replaces_only_with_force(tmp_path):
     run.mkdir()
     for name in SHIPPED[:-1]:
         (run / name).write_bytes(name.encode())
-    with pytest.raises(RgbaError, match="alpha_tokens.safetensors is missing: run `rgba train alpha-tokens"):
+    assert SHIPPED[-1] == "trajectory.safetensors"
+    with pytest.raises(RgbaError, match="trajectory.safetensors is missing: run `rgba train trajectory"):
         export(run, to)
     assert not to.exists()
     (run / SHIPPED[-1]).write_bytes(b"tokens")

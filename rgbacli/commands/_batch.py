@@ -27,7 +27,7 @@ class BatchTarget:
     gpus_per_worker: float | None = None
     max_retries: int = 2
 
-    def check(self, batch: bool) -> "BatchTarget":
+    def check(self, batch: bool, batch_flag: str = "--prompts FILE") -> "BatchTarget":
         """Usage errors for the options themselves (exit 2, one line); Ray's absence is one too."""
         if self.executor not in EXECUTORS:
             raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}, not '{self.executor}'")
@@ -40,7 +40,7 @@ class BatchTarget:
                 raise UsageError(f"{given[0]} needs --executor ray")
             return self
         if not batch:
-            raise UsageError("--executor ray runs batches: give --prompts FILE")
+            raise UsageError(f"--executor ray runs batches: give {batch_flag}")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"--workers must be at least 1, not {self.workers}")
         if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
@@ -115,12 +115,12 @@ class WorkerDisplay:
 
 
 def run_jobs(engine, jobs, manifest_path, resume: bool, as_json: bool, target: BatchTarget | None = None,
-             placement: dict | None = None) -> int:
+             placement: dict | None = None, header: dict | None = None) -> int:
     """Run planned jobs on the chosen executor with progress; the summary (also when a stop signal
     ends the batch); exit status 1 if any item failed."""
     from rgbacli.batch.driver import run_batch
 
-    header = {"preset": engine.preset.name, "device": str(engine.device)}
+    header = {"preset": engine.preset.name, "device": str(engine.device), **(header or {})}
     last: dict = {}
     try:
         with progress() as bar:

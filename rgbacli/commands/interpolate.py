@@ -7,8 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from rgbacli.commands._options import (DeviceOpt, DtypeOpt, ForceOpt, JsonOpt, OffloadOpt, PremultipliedOpt,
-                                       PresetOpt, WeightsDirOpt)
+from rgbacli.commands._batch import BatchTarget, run_jobs
+from rgbacli.commands._options import (DeviceOpt, DtypeOpt, ExecutorOpt, ForceOpt, GpusPerWorkerOpt, JsonOpt,
+                                       MaxRetriesOpt, OffloadOpt, PremultipliedOpt, PresetOpt, RayAddressOpt,
+                                       WeightsDirOpt, WorkersOpt)
 from rgbacli.console import info, print_json, progress
 from rgbacli.errors import UsageError
 
@@ -40,6 +42,11 @@ def interpolate(
     resume: Annotated[bool, typer.Option("--resume", help="Batch: skip items already done per the manifest.")] = False,
     manifest: Annotated[Optional[str], typer.Option("--manifest", help="Batch: manifest path (default: "
                         "manifest.json beside the outputs).")] = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = None,
+    max_retries: MaxRetriesOpt = 2,
     preview: Annotated[bool, typer.Option("--preview", help="Also write <out>.preview.mp4 (checkerboard) and "
                        "<out>.sheet.png (contact sheet).")] = False,
     premultiplied: PremultipliedOpt = False,
@@ -69,6 +76,8 @@ def interpolate(
     if frames is not None:
         check_frames(frames)
     check_strength(keyframe_strength)
+    target = BatchTarget(executor, ray_address, workers, gpus_per_worker, max_retries).check(
+        batch=batch is not None, batch_flag="--batch FILE")
     parsed_size = list(parse_size(size)) if size is not None else None
     common = {k: v for k, v in dict(frames=frames, steps=steps, guidance=guidance, fps=fps).items() if v is not None}
     options = dict(size=parsed_size, keyframe_strength=keyframe_strength, smp=not no_smp, preview=preview,
@@ -78,7 +87,9 @@ def interpolate(
     if preset is None:
         info(f"rgba: using preset '{engine.preset.name}' (pass --preset to choose)")
     if batch is not None:
-        raise typer.Exit(_run_batch(engine, batch, output, seed, common, options, resume, manifest, as_json))
+        placement = dict(device=device, dtype=dtype, offload=offload, weights_dir=weights_dir)
+        raise typer.Exit(_run_batch(engine, batch, output, seed, common, options, resume, manifest, as_json,
+                                    target, placement))
 
     from rgbacli.batch.jobs import JOB_KINDS
 
@@ -97,13 +108,12 @@ def interpolate(
              f"{summary['seconds']:.1f}s, preset {engine.preset.name})")
 
 
-def _run_batch(engine, source, pattern, seed, common, options, resume, manifest_arg, as_json) -> int:
+def _run_batch(engine, source, pattern, seed, common, options, resume, manifest_arg, as_json, target,
+               placement) -> int:
+    """Every item of a JSONL batch of keyframe pairs through the chosen executor (local or Ray)."""
     import sys
 
-    from rgbacli.batch.driver import run_batch
-    from rgbacli.batch.executor import LocalExecutor
     from rgbacli.batch.interpolate import plan_interpolate
-    from rgbacli.commands.generate import _reporter
 
     if source == "-":
         text, base = sys.stdin.read(), None
@@ -117,11 +127,4 @@ def _run_batch(engine, source, pattern, seed, common, options, resume, manifest_
         raise UsageError(f"batch file {source} has no items")
     first = next((j.output for j in jobs if j.output), None)
     manifest_path = Path(manifest_arg) if manifest_arg else Path(pattern or first or ".").parent / "manifest.json"
-    header = {"preset": engine.preset.name, "device": str(engine.device), "kind": "interpolate"}
-    with progress() as bar:
-        doc = run_batch(LocalExecutor(engine), jobs, manifest_path, resume, header, _reporter(bar))
-    if as_json:
-        print_json({**doc, "manifest": str(manifest_path)})
-    else:
-        info(f"{doc['ok']} ok, {doc['failed']} failed; manifest {manifest_path}")
-    return 1 if doc["failed"] else 0
+    return run_jobs(engine, jobs, manifest_path, resume, as_json, target, placement, header={"kind": "interpolate"})

@@ -32,6 +32,8 @@ def story(
                          "panels that name it alone, sampled together.")] = 2,
     sa: Annotated[Optional[float], typer.Option("--sa", help="Share of the other identity panels' tokens each "
                   "one attends to per step (0-1).")] = None,
+    csa_start: Annotated[Optional[float], typer.Option("--csa-start", help="Share of the steps sampled before "
+                         "consistent self-attention starts (0-1; layout and motion form early).  \\[default: 0.5]")] = None,
     no_csa: Annotated[bool, typer.Option("--no-csa", help="No consistent self-attention (each panel alone).")] = False,
     no_anchor: Annotated[bool, typer.Option("--no-anchor", help="No identity anchor (the foreground latent "
                          "statistics pull, docs/story.md).")] = False,
@@ -67,14 +69,16 @@ def story(
 
     if frames is not None and frames < 1:
         raise UsageError(f"--frames must be at least 1, not {frames}")
-    if no_csa and sa is not None:
-        raise UsageError("--sa sets consistent self-attention, which --no-csa turns off")
+    if no_csa and (sa is not None or csa_start is not None):
+        raise UsageError(f"{'--sa' if sa is not None else '--csa-start'} sets consistent self-attention, which "
+                         "--no-csa turns off")
     if save_characters is not None and not save_characters.endswith(".safetensors"):
         raise UsageError(f"--save-characters must end in .safetensors: {save_characters}")
+    given = {k: v for k, v in (("sa", sa), ("start", csa_start)) if v is not None}
     try:
-        csa = None if no_csa else CSAConfig(**{**DEFAULT_CSA, **({} if sa is None else {"sa": sa})})
+        csa = None if no_csa else CSAConfig(**{**DEFAULT_CSA, **given})
     except ValueError as e:
-        raise UsageError(f"--sa: {e}") from None
+        raise UsageError(f"{'--sa' if 'sa must' in str(e) else '--csa-start'}: {e}") from None
     anchor = None if no_anchor else AnchorConfig(**DEFAULT_ANCHOR)
     text = _read(source)
     options = dict(text=text, source=source if source != "-" else "story (stdin)", outdir=output, seed=seed,

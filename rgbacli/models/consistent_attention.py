@@ -50,6 +50,7 @@ class CSAConfig:
 
     sa: float = 0.5  # share of the other identity panels' tokens each identity panel sees per step
     start_step: int = 1  # steps before this run plain attention (the reference: step 0)
+    start: float = 0.0  # and the share of the steps that does: layout and motion form early (docs/story.md)
     blocks: tuple[int, ...] | None = None  # None: every block
     bank_weight: float = 1.0  # w: bank logits + log w (1 = plain CSA)
     foreground: bool = False  # bank only tokens under the identity panels' predicted alpha
@@ -58,8 +59,14 @@ class CSAConfig:
     def __post_init__(self):
         if not 0.0 <= self.sa <= 1.0:
             raise ValueError(f"sa must be in [0, 1], not {self.sa}")
+        if not 0.0 <= self.start <= 1.0:
+            raise ValueError(f"start must be a share of the steps in [0, 1], not {self.start}")
         if not self.bank_weight > 0:
             raise ValueError(f"bank_weight must be positive, not {self.bank_weight}")
+
+    def first_step(self, steps: int) -> int:
+        """The first step that runs CSA in a run of `steps` steps."""
+        return max(self.start_step, round(self.start * steps))
 
     def to_json(self) -> dict:
         return {**asdict(self), "blocks": None if self.blocks is None else list(self.blocks)}
@@ -72,7 +79,7 @@ class CSAConfig:
 class IdentityBank:
     """One character: its stored keys/values ``entries[(block, step)] = (key, value)``, each
     (passes, N, H, D) after RoPE; its look for the identity anchor (foreground latent mean/std,
-    (1, C) each); its identity panels (uint8 (T, H, W, 4) each, for its reference sheet); and
+    (1, C, G) each, G frame groups: rgbacli.pipelines.story.frame_groups); its identity panels (uint8 (T, H, W, 4) each, for its reference sheet); and
     ``meta``, what it is valid for (model, sampling settings)."""
 
     name: str
@@ -141,6 +148,9 @@ def load_banks(path: str | Path) -> dict[str, IdentityBank]:
     for name, pair in anchors.items():
         if set(pair) != {"mean", "std"}:
             raise WeightsError(f"{path}: character {name!r} has half an anchor")
+        if pair["mean"].ndim != 3 or pair["mean"].shape != pair["std"].shape:
+            raise WeightsError(f"{path}: character {name!r} has a look of shape {tuple(pair['mean'].shape)}, not "
+                               "(1, channels, frame groups) (written by an earlier rgbacli? save the characters again)")
         banks[name].anchor = (pair["mean"], pair["std"])
     for name, found in images.items():
         banks[name].images = [found[i] for i in sorted(found)]
@@ -198,7 +208,7 @@ class ConsistentSelfAttention(Behaviour):
     def kv(self, call, query, key, value, mask):
         state: StoryState | None = call.context.values.get("story")
         step = call.context.values.get("step", 0)
-        if state is None or state.mode == "off" or step < state.config.start_step:
+        if state is None or state.mode == "off" or step < state.config.first_step(call.context.values.get("steps", 0)):
             return key, value, mask
         if state.mode == "write":
             return self._write(call, state, step, query, key, value, mask)

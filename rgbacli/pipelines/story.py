@@ -26,8 +26,8 @@ from rgbacli.pipelines.schedulers import x0_coefficient
 from rgbacli.pipelines.t2v import TextToRGBAPipeline
 
 # The CSA settings `rgba story` uses (CSAConfig's fields); measured in docs/story.md.
-DEFAULT_CSA: dict = {"sa": 0.5}
-DEFAULT_ANCHOR: dict = {"per_frame": True}
+DEFAULT_CSA: dict = {"sa": 0.5, "start": 0.5}  # from half-way: CSA from step 1 cost motion adherence
+DEFAULT_ANCHOR: dict = {}  # grouped clip-wide statistics (per-frame pulls shifted hues: docs/story.md)
 
 # Prompt templates ({prompt} is the panel's text) and negative prompts. The tiny model reads only
 # its own vocabulary, so its styles are material words; the others are for real presets.
@@ -73,7 +73,10 @@ class StoryResult:
 class AnchorConfig:
     """The identity anchor: from `start` (a share of the steps) on, each panel's foreground latent
     statistics (per channel, over the latent cells its predicted alpha covers) are pulled toward
-    its character's, by `strength` (1 = all the way). `match_std` matches spread as well as mean."""
+    its character's, by `strength` (1 = all the way). `match_std` matches spread as well as mean.
+    The look is kept per frame group (:func:`frame_groups`): the causal VAE's first latent frame
+    (one pixel frame) has other statistics than the later ones (four each), and pulling it to
+    a clip-wide mean shifted colours (red → orange, docs/story.md)."""
 
     strength: float = 1.0
     start: float = 0.25
@@ -182,12 +185,19 @@ class _StoryStep:
         if not anchoring:
             return {}
         mask = (self.grid > self.anchor.threshold).repeat(1, backend.copies, 1, 1)[:, None]  # (B, 1, T, h, w)
+        groups, n = frame_groups(x0.shape[2], backend.copies), 2 * backend.copies  # (T,) each frame's group
         if step == steps - 1:
-            self.final = fg_stats(values["latents"], mask)
-        target_mean, target_std = self.target or [t.mean(0, keepdim=True) for t in fg_stats(x0, mask)]
-        mean, std = fg_stats(x0, mask, per_frame=self.anchor.per_frame)  # (B, C[, T])
-        mean, std = (t.view(*t.shape, *[1] * (5 - t.ndim)) for t in (mean, std))
-        target_mean, target_std = (t.view(1, -1, 1, 1, 1) for t in (target_mean, target_std))
+            self.final = look_stats(values["latents"], mask, groups, n)
+        target_mean, target_std = self.target or [t.mean(0, keepdim=True) for t in look_stats(x0, mask, groups, n)]
+        if target_mean.shape[-1] != n:
+            raise UsageError(f"a character's look has {target_mean.shape[-1]} frame groups; this model's clips "
+                             f"have {n} (a character file from another backend?)")
+        if self.anchor.per_frame:
+            mean, std = fg_stats(x0, mask, per_frame=True)  # (B, C, T)
+        else:
+            mean, std = (t[:, :, groups] for t in look_stats(x0, mask, groups, n))  # (B, C, T)
+        mean, std = (t[..., None, None] for t in (mean, std))  # (B, C, T, 1, 1)
+        target_mean, target_std = (t[:, :, groups, None, None] for t in (target_mean, target_std))  # (1, C, T, 1, 1)
         moved = x0 - mean + target_mean
         if self.anchor.match_std:
             moved = (x0 - mean) / std.clamp(min=1e-3) * target_std + target_mean
@@ -207,6 +217,29 @@ def fg_stats(latents: torch.Tensor, mask: torch.Tensor, per_frame: bool = False)
     if per_frame:
         return mean[..., 0, 0], std[..., 0, 0]
     return mean.flatten(1), std.flatten(1)
+
+
+def frame_groups(latent_frames: int, copies: int = 1) -> torch.Tensor:
+    """(T,) long: the group of each latent frame, for the look the anchor keeps. Per copy (alpha
+    tokens' [RGB ; alpha] halves differ), the first latent frame (pixel frame 0 alone in the causal
+    VAE) is one group and the later frames another: groups 2·copy and 2·copy + 1."""
+    t = latent_frames // copies
+    local = torch.arange(latent_frames) % t
+    return (torch.arange(latent_frames) // t) * 2 + (local > 0).long()
+
+
+def look_stats(latents: torch.Tensor, mask: torch.Tensor, groups: torch.Tensor,
+               n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-channel mean and std (B, C, G) of the latent cells under `mask` (B, 1, T, h, w)
+    in each of `n_groups` frame groups (`groups` (T,) from :func:`frame_groups`); a group without
+    such cells (a still has no later frames) gets 0."""
+    means, stds = [], []
+    for g in range(n_groups):
+        sel = groups == g
+        m, s = fg_stats(latents[:, :, sel], mask[:, :, sel])
+        means.append(m)
+        stds.append(s)
+    return torch.stack(means, -1), torch.stack(stds, -1)
 
 
 def alpha_grid(alpha: torch.Tensor, temporal_factor: int, spatial_factor: int, latent_frames: int) -> torch.Tensor:

@@ -104,7 +104,7 @@ class TextToRGBAPipeline:
             try:
                 for i, timestep in enumerate(scheduler.timesteps):
                     batch = plan.expand(latents.to(eng.dtype), text, uncond, cond)
-                    with context.use(motion_off=batch.motion_off, step=i, cond=batch.cond):
+                    with context.use(motion_off=batch.motion_off, step=i, steps=len(scheduler.timesteps), cond=batch.cond):
                         out = backend.predict(batch.latents, timestep.expand(len(batch.latents)).to(eng.device),
                                               batch.text)
                     step_plan = plan.with_text_scale(dynamic_text_scale(p.guidance, p.steps, timestep)) \
