@@ -12,6 +12,8 @@ last frames. Methods, side by side on the same keyframes, prompt and seed:
 - no-smp       pinned keyframes only (`--no-smp`)
 - latent-lerp  the two keyframe latents linearly interpolated over the latent frames, decoded
 - crossfade    the two keyframes crossfaded in pixels (premultiplied)
+- moving-crossfade  the motion guide alone: A sliding to B's alpha centroid while it crossfades
+               into B sliding in from A's (pixels, no model; ours starts from it)
 - vae-roundtrip  (reference, `--methods ...,vae-roundtrip`) the true clip encoded and decoded: the
                ceiling of every method that decodes latents
 
@@ -40,7 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METHODS = ("ours", "no-smp", "latent-lerp", "crossfade")
+METHODS = ("ours", "no-smp", "latent-lerp", "crossfade", "moving-crossfade")
 # Not a competitor: the true clip through the VAE and back, the ceiling of any method that decodes latents.
 REFERENCE = "vae-roundtrip"
 DRIFTS = ("up", "down", "left", "right")
@@ -251,6 +253,8 @@ def main() -> None:
     ap.add_argument("--prompt", choices=("nomotion", "empty", "full"), default="nomotion")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--guide", type=float, default=None, help="share of the steps held to the motion guide "
+                    "(ours and no-smp; default: the pipeline's)")
     ap.add_argument("--smp-scale", type=float, default=1.0, help="scale of the predictor's attention output (ours)")
     ap.add_argument("--json", type=Path, default=None, help="write per-clip rows and the summary here")
     ap.add_argument("--picture", type=Path, default=None, help="a PNG of the first examples (truth and each method)")
@@ -259,8 +263,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from rgbacli.engine import Engine
-    from rgbacli.pipelines.interpolate import InterpolatePipeline
+    from rgbacli.pipelines.interpolate import InterpolatePipeline, as_keyframe_tensor, moving_crossfade
     from rgbacli.pipelines.params import params_from_sampling
+
+    guide = {} if args.guide is None else {"guide": args.guide}
 
     engine = Engine(args.preset, device="cpu", weights_dir=args.weights_dir)
     pipe = InterpolatePipeline(engine)
@@ -276,9 +282,12 @@ def main() -> None:
         outs = {}
         for m in methods:
             if m == "ours":
-                outs[m] = pipe(p, a, b, use_smp=True, smp_scale=args.smp_scale).frames.numpy()
+                outs[m] = pipe(p, a, b, use_smp=True, smp_scale=args.smp_scale, **guide).frames.numpy()
             elif m == "no-smp":
-                outs[m] = pipe(p, a, b, use_smp=False).frames.numpy()
+                outs[m] = pipe(p, a, b, use_smp=False, **guide).frames.numpy()
+            elif m == "moving-crossfade":
+                outs[m] = moving_crossfade(as_keyframe_tensor(a), as_keyframe_tensor(b), frames)[0].permute(
+                    1, 2, 3, 0).numpy()
             elif m == "latent-lerp":
                 outs[m] = latent_lerp(pipe, p, a, b)
             elif m == "crossfade":

@@ -210,15 +210,36 @@ def test_pinned_endpoints_decode_back_to_the_keyframes_on_the_tiny_model():
 
 
 def test_free_keyframes_without_smp_is_exactly_text_to_video(tmp_path):
-    """The reused t2v steps: strength 0 and no predictor give the t2v pipeline's clip, bit for bit."""
+    """The reused t2v steps: strength 0, no guide and no predictor give the t2v pipeline's clip, bit
+    for bit, with the first-order solver the pins need (Euler for the flow presets)."""
+    from dataclasses import replace
+
     from rgbacli.engine import Engine
     from rgbacli.pipelines.params import params_from_sampling
     from rgbacli.pipelines.t2v import TextToRGBAPipeline
 
     engine = Engine(str(smp_preset(tmp_path)), device="cpu")
-    p = params_from_sampling(engine.preset.sampling, "a red orb", seed=5)
-    ours = InterpolatePipeline(engine)(p, keyframe(4), keyframe(12), keyframe_strength=0.0, use_smp=False)
-    assert torch.equal(ours.frames, TextToRGBAPipeline(engine)(p).frames)
+    p = params_from_sampling(engine.preset.sampling, "a red orb", seed=5, solver="unipc")
+    ours = InterpolatePipeline(engine)(p, keyframe(4), keyframe(12), keyframe_strength=0.0, use_smp=False, guide=0.0)
+    assert ours.params.solver == "euler"
+    assert torch.equal(ours.frames, TextToRGBAPipeline(engine)(replace(p, solver="euler")).frames)
+
+
+def test_moving_crossfade_guide_slides_the_object_between_the_keyframes():
+    """The motion guide: frame 0 is A and the last B exactly; the middle frame holds one object at
+    the midpoint of the two alpha centroids (not two half-strength ghosts, as a crossfade would)."""
+    from rgbacli.pipelines.interpolate import centroid, moving_crossfade
+
+    a = torch.zeros(1, 4, 32, 32)
+    a[:, :, 12:18, 2:8] = 1.0  # a white square on the left (centre x 4.5)
+    b = torch.zeros(1, 4, 32, 32)
+    b[:, :, 12:18, 22:28] = 1.0  # on the right (centre x 24.5)
+    clip = moving_crossfade(a, b, 5)
+    assert clip.shape == (1, 4, 5, 32, 32)
+    assert torch.allclose(clip[:, :, 0], a) and torch.allclose(clip[:, :, -1], b, atol=1e-6)
+    mid = clip[:, 3, 2]
+    assert torch.allclose(centroid(mid), torch.tensor([[14.5, 14.5]]), atol=1e-4)
+    assert float(mid.max()) > 0.99 and float(mid[0, :, :10].max()) == 0.0  # one whole object, nothing left behind
 
 
 def test_interpolation_is_deterministic_and_the_smp_acts(tmp_path):
@@ -271,6 +292,7 @@ def test_cli_interpolate_writes_a_clip_and_json(cli, tmp_path):
 @pytest.mark.parametrize("args, code, needle", [
     (["--frames", "2"], 2, "--frames must be at least 3"),
     (["--keyframe-strength", "1.5"], 2, "--keyframe-strength must be between 0 and 1, not 1.5"),
+    (["--guide", "-0.1"], 2, "--guide must be between 0 and 1, not -0.1"),
     (["--size", "18x16"], 2, "--size is 18x16: preset 'test-interp' needs width and height that are positive "
                              "multiples of 4"),
     (["--size", "big"], 2, "bad size 'big'"),

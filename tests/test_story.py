@@ -222,6 +222,8 @@ def test_cli_story_outputs_json_and_determinism(cli, tmp_path):
     (["--style", "vaporwave"], 2, "unknown style 'vaporwave'"),
     (["--layout", "manga"], 2, "unknown layout 'manga'"),
     (["--sa", "1.5"], 2, "sa must be in [0, 1]"),
+    (["--animate", "--animate-frames", "2"], 2, "--animate-frames must be at least 3"),
+    (["--animate-frames", "5"], 2, "--animate-frames sets the transitions of --animate"),
     (["--csa-start", "2"], 2, "--csa-start: start must be a share of the steps in [0, 1], not 2.0"),
     (["--no-csa", "--csa-start", "0.2"], 2, "--csa-start sets consistent self-attention, which --no-csa turns off"),
     (["--frames", "0"], 2, "--frames must be at least 1"),
@@ -234,6 +236,29 @@ def test_cli_story_bad_options_are_one_line_and_write_nothing(cli, tmp_path, arg
     assert r.returncode == code, r.stderr
     assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_cli_story_animate_joins_the_panels_with_transitions(cli, tmp_path):
+    """--animate: one clip of every panel's frames, in order, with the inner frames of an
+    interpolate transition (5 frames: 3 inner) between consecutive panels; story.json says where
+    each panel starts. Lossless clips (mkv), so the panel parts compare exactly."""
+    from rgbacli.media import read_clip
+
+    preset = write_test_preset(tmp_path)
+    story = _story_file(tmp_path, "")
+    story.write_text("[Milo] a jellyfish\n[Milo] drifting up\n[Milo] drifting left\n[Milo] drifting right\n")
+    r = cli("story", story, "-o", tmp_path / "out", "--preset", preset, "--layout", "none", "--clip-format", "mkv",
+            "--animate", "--animate-frames", "5", "--json")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    doc = json.loads((out / "story.json").read_text())
+    anim = doc["animation"]
+    assert anim == {"clip": "story.mkv", "frames": 3 * 5 + 2 * 3, "transition_frames": 5, "panel_starts": [0, 8, 16]}
+    joined = read_clip(out / "story.mkv").frames
+    assert joined.shape == (21, 16, 16, 4) and json.loads(r.stdout)["animation_frames"] == 21
+    for start, p in zip(anim["panel_starts"], doc["panels"]):
+        assert np.array_equal(joined[start:start + 5], read_clip(out / p["clip"]).frames)
+    assert not np.array_equal(joined[5:8], np.repeat(joined[4:5], 3, axis=0))  # a transition, not a hold
 
 
 def test_cli_story_syntax_error_names_the_file_line(cli, tmp_path):

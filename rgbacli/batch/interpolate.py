@@ -17,7 +17,13 @@ from typing import Callable
 from rgbacli.batch.plan import Job, preview_paths, slugify
 from rgbacli.errors import UsageError
 
-ITEM_KEYS = {"a", "b", "prompt", "frames", "output", "seed", "steps", "guidance", "keyframe_strength"}
+ITEM_KEYS = {"a", "b", "prompt", "frames", "output", "seed", "steps", "guidance", "keyframe_strength", "guide"}
+
+
+def check_guide(value: float) -> float:
+    if not 0.0 <= float(value) <= 1.0:
+        raise UsageError(f"--guide must be between 0 and 1, not {value:g}")
+    return float(value)
 
 
 def check_strength(value: float) -> float:
@@ -79,6 +85,8 @@ def plan_interpolate(text: str, pattern: str | None, seed: int, common: dict, op
             opts = dict(options)
             if "keyframe_strength" in obj:
                 opts["keyframe_strength"] = check_strength(float(obj["keyframe_strength"]))
+            if "guide" in obj:
+                opts["guide"] = check_guide(float(obj["guide"]))
         except (TypeError, ValueError, UsageError) as e:
             bad(str(e) if isinstance(e, UsageError) else f"bad value ({e})")
             continue
@@ -106,7 +114,7 @@ def run_interpolate(engine, job: Job, progress: Callable[[int, int], None]) -> d
     from rgbacli.fsutil import check_output
     from rgbacli.media import Clip, write_clip, write_contact_sheet, write_preview_mp4
     from rgbacli.media.write import check_writable
-    from rgbacli.pipelines.interpolate import InterpolatePipeline
+    from rgbacli.pipelines.interpolate import DEFAULT_GUIDE, InterpolatePipeline
     from rgbacli.pipelines.keyframes import check_frames, read_keyframes
     from rgbacli.pipelines.params import params_from_sampling
 
@@ -129,8 +137,9 @@ def run_interpolate(engine, job: Job, progress: Callable[[int, int], None]) -> d
     p = params_from_sampling(engine.preset.sampling, job.prompt, **{**job.params, "width": pair.width,
                                                                      "height": pair.height})
     t0 = time.perf_counter()
+    guide = check_guide(o.get("guide", DEFAULT_GUIDE))
     result = InterpolatePipeline(engine)(p, pair.start.rgba, pair.end.rgba, strength, bool(o.get("smp", True)),
-                                         progress)
+                                         progress, guide=guide)
     frames = result.frames.numpy()
     clip = Clip(frames=frames, fps=p.fps, had_alpha=True)
     path = write_clip(clip, out, force=force, premultiplied=bool(o.get("premultiplied")))
@@ -146,7 +155,7 @@ def run_interpolate(engine, job: Job, progress: Callable[[int, int], None]) -> d
     return {
         "output": str(path), "previews": extras, "a": o["a"], "b": o["b"], "a_frame": pair.start.frame,
         "b_frame": pair.end.frame, "frames": int(frames.shape[0]), "size": f"{pair.width}x{pair.height}",
-        "fps": p.fps, "seed": p.seed, "params": p.to_dict(), "smp": result.smp, "keyframe_strength": strength,
+        "fps": p.fps, "seed": p.seed, "params": p.to_dict(), "smp": result.smp, "keyframe_strength": strength, "guide": guide,
         "endpoint_alpha_iou": [iou(frames[0, ..., 3], pair.start.rgba[..., 3]),
                                iou(frames[-1, ..., 3], pair.end.rgba[..., 3])],
         "endpoint_rgb_error": [round(float(np.abs(frames[i, ..., :3] - k.rgba[..., :3])[k.rgba[..., 3] > 0.5].mean()), 4)

@@ -7,6 +7,7 @@ OUTDIR/
   characters/Milo.png   a character's identity panels side by side, on transparency
   page-01.png …         comic pages (--layout grid|classic) over --background
   story.json            per panel: index, characters, prompt, caption, seed, files; the pages
+  story.<ext>           with --animate: the panels joined by `rgba interpolate` transitions
 """
 
 from __future__ import annotations
@@ -49,6 +50,33 @@ def _check_characters(banks: dict, run_meta: dict, source: str) -> None:
                              "preset and sampling settings")
 
 
+def _animate(engine, story, result, base, frames: int, progress, total: int):
+    """The panels joined into one clip: between panel i's last frame and panel i+1's first, the inner
+    frames of an `rgba interpolate` transition (pinned keyframes + the preset's motion predictor),
+    prompted with the characters of the next panel. Returns (frames (N, H, W, 4), the index at which
+    each panel starts)."""
+    from rgbacli.pipelines.interpolate import InterpolatePipeline
+
+    interp = InterpolatePipeline(engine)
+    parts, cuts, at = [], [], 0
+    for i, r in enumerate(result.panels):
+        if i > 0:
+            prev = result.panels[i - 1].frames
+            names = r.panel.characters
+            prompt = ", ".join(story.characters[n].description for n in names if n in story.characters)
+            p = replace(base, prompt=prompt, frames=frames, seed=base.seed + 100_000 + i)
+            clip = interp(p, prev[-1], r.frames[0]).frames
+            inner = clip[1:-1].numpy()  # its ends are the panels' own frames
+            parts.append(inner)
+            at += len(inner)
+            if progress:
+                progress(len(result.panels) + i, total)
+        cuts.append(at)
+        parts.append(r.frames.numpy())
+        at += len(r.frames)
+    return np.concatenate(parts), cuts
+
+
 def run_story(engine, job: Job, progress: Callable[[int, int], None]) -> dict:
     import torch
 
@@ -84,7 +112,19 @@ def run_story(engine, job: Job, progress: Callable[[int, int], None]) -> dict:
     csa = CSAConfig(**o["csa"]) if o.get("csa") is not None else None
     anchor = AnchorConfig(**o["anchor"]) if o.get("anchor") is not None else None
 
-    result = pipeline(story, base, csa, o.get("style", "none"), loaded, progress, anchor)
+    animate = int(o.get("animate_frames") or base.frames) if o.get("animate") else None
+    if animate is not None:
+        if animate < 3:
+            raise UsageError(f"--animate-frames must be at least 3 (the two panels' frames and one in-between), "
+                             f"not {animate}")
+        if len(story.panels) < 2:
+            raise UsageError("--animate joins consecutive panels: the story has only one")
+        transition = replace(base, prompt="(keyframes)", frames=animate)
+        pipeline.t2v.latent_shape(transition)  # the transition's length against the preset's limits
+    total = len(story.panels) + (len(story.panels) - 1 if animate else 0)
+    panel_progress = (lambda i, n: progress(i, total)) if progress else None
+    result = pipeline(story, base, csa, o.get("style", "none"), loaded, panel_progress, anchor)
+    animation = _animate(engine, story, result, base, animate, progress, total) if animate else None
 
     clip_ext = o.get("clip_format", "mov").lstrip(".")
     with atomic_output(outdir, force, directory=True) as tmp:
@@ -133,6 +173,12 @@ def run_story(engine, job: Job, progress: Callable[[int, int], None]) -> dict:
                "frames": base.frames, "size": f"{base.width}x{base.height}", "steps": base.steps,
                "csa": None if csa is None else csa.to_json(), "anchor": None if anchor is None else anchor.to_json(),
                "characters": characters, "panels": entries, "pages": pages}
+        if animation is not None:
+            frames, cuts = animation
+            doc["animation"] = {"clip": f"story.{clip_ext}", "frames": len(frames), "transition_frames": animate,
+                                "panel_starts": cuts}
+            write_clip(Clip(frames, fps=base.fps), tmp / doc["animation"]["clip"],
+                       premultiplied=bool(o.get("premultiplied")))
         (tmp / "story.json").write_text(json.dumps(doc, indent=2))
     if o.get("save_characters"):
         for name, bank in result.banks.items():
@@ -141,5 +187,7 @@ def run_story(engine, job: Job, progress: Callable[[int, int], None]) -> dict:
     seconds = time.perf_counter() - t0
     return {"output": str(outdir), "panels": len(entries), "pages": len(pages), "characters": [c["name"] for c in characters],
             "seconds": round(seconds, 3), "timings": {"story_s": round(result.timings["seconds"], 3)},
-            "story": str(outdir / "story.json"), "characters_file": o.get("save_characters")}
+            "story": str(outdir / "story.json"), "characters_file": o.get("save_characters"),
+            **({} if animation is None else {"animation": str(outdir / f"story.{clip_ext}"),
+                                             "animation_frames": len(animation[0])})}
 

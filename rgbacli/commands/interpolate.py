@@ -37,6 +37,9 @@ def interpolate(
     no_smp: Annotated[bool, typer.Option("--no-smp", help="No semantic motion predictor: pinned keyframes only.")] = False,
     keyframe_strength: Annotated[float, typer.Option("--keyframe-strength", help="How firmly the first and last "
                                  "latent frames are held to the keyframes (1 = exactly, 0 = free).")] = 1.0,
+    guide: Annotated[float, typer.Option("--guide", help="Share of the steps that follow the motion guide (A "
+                     "sliding to B's place while it crossfades into B), before the model refines the clip freely "
+                     "(0 = no guide).")] = 0.5,
     batch: Annotated[Optional[str], typer.Option("--batch", help="JSONL file of items {\"a\", \"b\", \"prompt\", "
                      "\"frames\", \"output\"}; '-' reads stdin.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Batch: skip items already done per the manifest.")] = False,
@@ -61,7 +64,7 @@ def interpolate(
 
     Without --preset: the first real preset whose weights are all present, else the embedded tiny model.
     """
-    from rgbacli.batch.interpolate import check_strength, interpolate_job
+    from rgbacli.batch.interpolate import check_guide, check_strength, interpolate_job
     from rgbacli.batch.plan import parse_size
     from rgbacli.engine import Engine
     from rgbacli.pipelines.keyframes import check_frames
@@ -76,12 +79,13 @@ def interpolate(
     if frames is not None:
         check_frames(frames)
     check_strength(keyframe_strength)
+    check_guide(guide)
     target = BatchTarget(executor, ray_address, workers, gpus_per_worker, max_retries).check(
         batch=batch is not None, batch_flag="--batch FILE")
     parsed_size = list(parse_size(size)) if size is not None else None
     common = {k: v for k, v in dict(frames=frames, steps=steps, guidance=guidance, fps=fps).items() if v is not None}
-    options = dict(size=parsed_size, keyframe_strength=keyframe_strength, smp=not no_smp, preview=preview,
-                   premultiplied=premultiplied, force=force)
+    options = dict(size=parsed_size, keyframe_strength=keyframe_strength, guide=guide, smp=not no_smp,
+                   preview=preview, premultiplied=premultiplied, force=force)
     engine = Engine(preset or default_preset(weights_dir), device=device, dtype=dtype, offload=offload,
                     weights_dir=weights_dir)
     if preset is None:

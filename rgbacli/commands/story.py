@@ -46,6 +46,10 @@ def story(
                           "written by --save-characters.")] = None,
     save_characters: Annotated[Optional[str], typer.Option("--save-characters", help="Write every character's "
                                "identity bank to this .safetensors file.")] = None,
+    animate: Annotated[bool, typer.Option("--animate", help="Also join consecutive panels into one clip, "
+                       "OUTDIR/story.<clip-format>, with `rgba interpolate` transitions between them.")] = False,
+    animate_frames: Annotated[Optional[int], typer.Option("--animate-frames", help="Frames of each transition "
+                              "(its two ends are the panels' own frames).  \\[default: the preset's clip length]")] = None,
     premultiplied: PremultipliedOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -80,13 +84,15 @@ def story(
     except ValueError as e:
         raise UsageError(f"{'--sa' if 'sa must' in str(e) else '--csa-start'}: {e}") from None
     anchor = None if no_anchor else AnchorConfig(**DEFAULT_ANCHOR)
+    if animate_frames is not None and not animate:
+        raise UsageError("--animate-frames sets the transitions of --animate")
     text = _read(source)
     options = dict(text=text, source=source if source != "-" else "story (stdin)", outdir=output, seed=seed,
                    frames=frames, fps=fps, clip_format=clip_format, steps=steps, guidance=guidance,
                    id_length=id_length, csa=None if csa is None else asdict(csa),
                    anchor=None if anchor is None else asdict(anchor), layout=layout, background=background,
                    style=style, characters=characters, save_characters=save_characters,
-                   premultiplied=premultiplied, force=force)
+                   premultiplied=premultiplied, force=force, animate=animate, animate_frames=animate_frames)
     engine = Engine(preset, device=device, dtype=dtype, offload=offload, weights_dir=weights_dir)
     job = Job(0, 0, source, kind="story", output=output, options=options)
     with progress() as bar:
