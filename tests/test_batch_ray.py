@@ -178,3 +178,25 @@ def test_workers_that_cannot_load_the_engine_fail_each_item_alone(tmp_path, ray_
         missing.close()
     assert [e["status"] for e in doc["items"]] == ["failed", "failed"] and doc["state"] == "complete"
     assert all(e["error_kind"] == "weights" and "wan-alpha-14b" in e["error"] for e in doc["items"])
+
+
+def test_interpolate_batches_run_on_ray_with_the_local_bytes(tmp_path, ray_cluster, executor):
+    """`rgba interpolate --batch … --executor ray`: the same runner, the same bytes as local."""
+    from test_interpolate import _write_keyframes, smp_preset
+
+    executor.close()  # its workers hold the test cluster's 2 CPUs; the CLI's worker needs one
+    preset = smp_preset(tmp_path)
+    _write_keyframes(tmp_path)
+    items = [{"a": "a.png", "b": "b.png", "frames": 5, "prompt": "a red orb"}, {"a": "b.png", "b": "a.png", "frames": 5}]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(i) for i in items) + "\n")
+    env = {"OMP_NUM_THREADS": "1"}
+    runs = {}
+    for name, extra in (("local", []), ("ray", ["--executor", "ray", "--ray-address", ray_cluster, "--workers", "1"])):
+        r = run_cli("interpolate", "--batch", "pairs.jsonl", "-o", f"{name}/{{index}}.mkv", "--preset", str(preset),
+                    "--json", *extra, cwd=tmp_path, env=env)
+        assert r.returncode == 0, r.stderr
+        runs[name] = json.loads(r.stdout)
+        assert json.loads((tmp_path / name / "manifest.json").read_text())["kind"] == "interpolate"
+    assert [e["status"] for e in runs["ray"]["items"]] == ["ok", "ok"]
+    for i in range(2):
+        assert (tmp_path / "ray" / f"{i}.mkv").read_bytes() == (tmp_path / "local" / f"{i}.mkv").read_bytes()

@@ -336,7 +336,7 @@ def _run_decoder_stage(stage, run):
     torch.manual_seed(0)
     RGBAVAE.from_config(VAE, lora_rank=2, lora_alpha=2).save(run / "vae.safetensors")
     before = RGBAVAE.load(run / "vae.safetensors").eval()
-    out = stage(run, minutes=0.05, resume=False, folder=None, log=lambda *a, **k: None)
+    out = stage(run, minutes=0.05, resume=False, folder=None, log=lambda *a, **k: None, eval_clips=1)
     return before, RGBAVAE.load(run / "vae.safetensors").eval(), out, FixedClips(b=1, t=5, size=64).rgba
 
 
@@ -370,7 +370,7 @@ def test_rgb_decoder_stage_trains_only_the_rgb_decoder_copy(tmp_path):
                if not torch.equal(p, dict(fused.named_parameters())[n])}
     assert changed == {"rgb"}
     with pytest.raises(RgbaError, match="merged decoders.*run it before rgb-decoder"):
-        stage_rgba_decoders(tmp_path, minutes=0.05, resume=False, folder=None, log=lambda *a, **k: None)
+        stage_rgba_decoders(tmp_path, minutes=0.05, resume=False, folder=None, log=lambda *a, **k: None, eval_clips=1)
 
 
 def test_training_the_fused_rgb_copy_alone_lowers_the_loss():
@@ -414,7 +414,8 @@ def test_stage_cli_refuses_to_clobber_a_run_and_resumes_only_from_a_checkpoint(t
     torch.manual_seed(0)
     RGBAVAE.from_config(VAE, lora_rank=2, lora_alpha=2).save(tmp_path / "vae.safetensors")
     original = (tmp_path / "vae.safetensors").read_bytes()
-    args = ("train", "rgba-decoders", "--out", tmp_path, "--minutes", "0.01", "--threads", "1", "--json")
+    args = ("train", "rgba-decoders", "--out", tmp_path, "--minutes", "0.01", "--threads", "1", "--json",
+            "--eval-clips", "1")  # one held-out clip for its before/after figure (default 8): seconds, not minutes
 
     r = cli(*args, "--resume")
     assert r.returncode == 1 and "nothing to resume" in r.stderr and "Traceback" not in r.stderr

@@ -27,6 +27,8 @@ ClipsOpt = Annotated[int, typer.Option("--clips", help="Clips encoded once into 
                      "(with --data: each clip of the folder once, at most this many).")]
 VggOpt = Annotated[Optional[str], typer.Option("--vgg", help="Local torchvision VGG16 weights for the paper's "
                    "perceptual loss (default: the frozen VAE encoder's first block).")]
+EvalClipsOpt = Annotated[int, typer.Option("--eval-clips", min=1, help="Held-out clips for the stage's before/after "
+                         "figures (alpha IoU, RGB PSNR).")]
 RUN = Path("runs/tiny")
 CLIPS = 1600
 
@@ -127,11 +129,13 @@ def _vae_command(stage: str, recipe_fn: str, default_minutes: float, doc: str) -
     """Register `rgba train STAGE` for a stage that trains the RGBA VAE on clips (3, 3b, 3c)."""
 
     def command(out: OutOpt = RUN, minutes: MinutesOpt = None, resume: ResumeOpt = False, force: RetrainOpt = False,
-                data: DataOpt = None, vgg: VggOpt = None, as_json: JsonOpt = False, threads: ThreadsOpt = None) -> None:
+                data: DataOpt = None, vgg: VggOpt = None, as_json: JsonOpt = False, threads: ThreadsOpt = None,
+                eval_clips: EvalClipsOpt = 8) -> None:
         from rgbacli.train import recipe
 
         _stage(stage, getattr(recipe, recipe_fn), out=out, minutes=minutes, default_minutes=default_minutes,
-               resume=resume, force=force, as_json=as_json, threads=threads, data=data, vgg=vgg)
+               resume=resume, force=force, as_json=as_json, threads=threads, data=data, vgg=vgg,
+               eval_clips=eval_clips)
 
     command.__doc__ = doc
     train_app.command(stage)(command)

@@ -251,7 +251,8 @@ def _perceptual(model, vgg: str | None):
     return PerceptualLoss(vgg_path=vgg, vae=model)
 
 
-def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, log, vgg: str | None = None) -> dict:
+def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, log, vgg: str | None = None,
+                   eval_clips: int = 8) -> dict:
     base = load_base_vae(_need(run, "base_vae.safetensors"))
     model = RGBAVAE(base, lora_rank=tc.TINY_VAE_LORA["rank"], lora_alpha=tc.TINY_VAE_LORA["alpha"])
     model.init_merge_from_encoder_head()  # start in the base latent space (overwritten on --resume)
@@ -259,7 +260,7 @@ def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, 
     perceptual = _perceptual(model, vgg)
     result = train_rgba_vae(model, source, RGBAVAEConfig(minutes=minutes), run / "rgba_vae.ckpt.safetensors",
                             resume, log, perceptual)
-    result.update(perceptual=perceptual.kind, alpha_iou=vae_reconstruction(model.eval(), 8)["alpha_iou"])
+    result.update(perceptual=perceptual.kind, alpha_iou=vae_reconstruction(model.eval(), eval_clips)["alpha_iou"])
     # Normalise the RGBA latent by its own statistics (measured on training clips), in the one place
     # the model keeps them: the base config's latents_mean/std.
     mean, std = latent_stats(lambda x: model.denormalize(model.encode(x)), source)
@@ -269,7 +270,7 @@ def stage_rgba_vae(run: Path, minutes: float, resume: bool, folder: str | None, 
 
 
 def stage_rgba_decoders(run: Path, minutes: float, resume: bool, folder: str | None, log,
-                        vgg: str | None = None) -> dict:
+                        vgg: str | None = None, eval_clips: int = 8) -> dict:
     """Stage 3 continued, decoders only: more steps on the RGB/alpha LoRAs with the merge block (and so
     the latent space) frozen. The latent caches and DiT stages built on vae.safetensors stay valid,
     so this can run beside or after stage 4."""
@@ -280,17 +281,19 @@ def stage_rgba_decoders(run: Path, minutes: float, resume: bool, folder: str | N
                         "form, so run it before rgb-decoder")
     model.freeze_base()
     model.merge.requires_grad_(False)
-    before = vae_reconstruction(model.eval(), 8)["alpha_iou"]
+    before = vae_reconstruction(model.eval(), eval_clips)["alpha_iou"]
     source = ClipSource(tc.TINY_SIZE, tc.TINY_FRAMES, folder, seed=2)
     perceptual = _perceptual(model, vgg)
     result = train_rgba_vae(model, source, RGBAVAEConfig(minutes=minutes), run / "rgba_decoders.ckpt.safetensors",
                             resume, log, perceptual)
-    result.update(perceptual=perceptual.kind, alpha_iou_before=before, alpha_iou=vae_reconstruction(model.eval(), 8)["alpha_iou"])
+    result.update(perceptual=perceptual.kind, alpha_iou_before=before,
+                  alpha_iou=vae_reconstruction(model.eval(), eval_clips)["alpha_iou"])
     model.save(path)
     return result
 
 
-def stage_rgb_decoder(run: Path, minutes: float, resume: bool, folder: str | None, log, vgg: str | None = None) -> dict:
+def stage_rgb_decoder(run: Path, minutes: float, resume: bool, folder: str | None, log, vgg: str | None = None,
+                      eval_clips: int = 8) -> dict:
     """Stage 3c: the two adapters fused into their own decoder copies, then the RGB copy alone trained,
     every weight of it, on whole clips. The shorter VAE windows leave frames past the 9th in the wrong
     hue; the encoder, merge block and alpha decoder stay as they are, so the latent space, every DiT
@@ -301,13 +304,13 @@ def stage_rgb_decoder(run: Path, minutes: float, resume: bool, folder: str | Non
         model.merge_lora(drop_lora=True)
     model.requires_grad_(False)
     model.merged["rgb"].requires_grad_(True)
-    before = vae_reconstruction(model.eval(), 8)["rgb_psnr_opaque_db"]
+    before = vae_reconstruction(model.eval(), eval_clips)["rgb_psnr_opaque_db"]
     source = ClipSource(tc.TINY_SIZE, tc.TINY_FRAMES, folder, seed=3)
     cfg = RGBAVAEConfig(minutes=minutes, window=tc.TINY_FRAMES, batch=2)
     perceptual = _perceptual(model, vgg)
     result = train_rgba_vae(model, source, cfg, run / "rgb_decoder.ckpt.safetensors", resume, log, perceptual)
     result.update(perceptual=perceptual.kind, rgb_psnr_opaque_db_before=before,
-                  rgb_psnr_opaque_db=vae_reconstruction(model.eval(), 8)["rgb_psnr_opaque_db"])
+                  rgb_psnr_opaque_db=vae_reconstruction(model.eval(), eval_clips)["rgb_psnr_opaque_db"])
     model.save(path)
     return result
 
