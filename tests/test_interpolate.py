@@ -187,14 +187,15 @@ def test_pins_hold_the_first_and_last_latent_frames():
 
 
 def test_pinned_endpoints_decode_back_to_the_keyframes_on_the_tiny_model():
-    """The shipped tiny model, SMP off: frame 0 and frame T−1 decode back to A and B."""
+    """The shipped tiny model, SMP and guide off (the pins alone): frame 0 and frame T−1 decode back
+    to A and B."""
     from rgbacli.engine import Engine
     from rgbacli.pipelines.params import params_from_sampling
 
     engine = Engine("tiny", device="cpu")
     a, b = keyframe(18, 64), keyframe(46, 64)
     p = params_from_sampling(engine.preset.sampling, "a red orb", seed=0, frames=9, steps=6)
-    out = InterpolatePipeline(engine)(p, a, b, use_smp=False).frames.numpy()
+    out = InterpolatePipeline(engine)(p, a, b, use_smp=False, guide=0.0).frames.numpy()
     assert out.shape == (9, 64, 64, 4)
     backend = engine.backend
     for frame, key, slack in ((out[0], a, 0.02), (out[-1], b, 0.12)):
@@ -223,6 +224,27 @@ def test_free_keyframes_without_smp_is_exactly_text_to_video(tmp_path):
     ours = InterpolatePipeline(engine)(p, keyframe(4), keyframe(12), keyframe_strength=0.0, use_smp=False, guide=0.0)
     assert ours.params.solver == "euler"
     assert torch.equal(ours.frames, TextToRGBAPipeline(engine)(replace(p, solver="euler")).frames)
+
+
+def test_the_guide_replaces_its_steps_without_running_the_dit_for_them(tmp_path):
+    """--guide G skips G of the steps (sampling starts from the guide at the next step's noise
+    level): the DiT runs steps·(1 − G) times, and a different clip comes out than from noise."""
+    from rgbacli.engine import Engine
+    from rgbacli.pipelines.params import params_from_sampling
+
+    engine = Engine(str(smp_preset(tmp_path)), device="cpu")
+    p = params_from_sampling(engine.preset.sampling, "", seed=1, steps=4)
+    calls = []
+    hook = engine.backend.transformer.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        frames = {}
+        for guide, forwards in ((0.0, 4), (0.5, 2), (1.0, 0)):
+            calls.clear()
+            frames[guide] = InterpolatePipeline(engine)(p, keyframe(4), keyframe(12), use_smp=False, guide=guide).frames
+            assert len(calls) == forwards, guide
+    finally:
+        hook.remove()
+    assert not torch.equal(frames[0.0], frames[0.5]) and not torch.equal(frames[0.5], frames[1.0])
 
 
 def test_moving_crossfade_guide_slides_the_object_between_the_keyframes():

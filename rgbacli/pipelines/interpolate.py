@@ -39,9 +39,9 @@ from rgbacli.pipelines.t2v import TextToRGBAPipeline
 
 # The pins replace the sample after every step. A multistep solver (UniPC, DPM) keeps the previous
 # sample and predictions, which then disagree with it: the in-between frames fall apart (tiny, 8
-# held-out clips: centroid error 7.4 px with UniPC vs 2.2 px with Euler). So the steps are first order.
+# held-out clips from the guide at step 7 of 16: centroid error 7.4 px with UniPC, 2.2 px with Euler).
 FIRST_ORDER = {"unipc": "euler", "cogvideox-dpm": "cogvideox-ddim"}
-DEFAULT_GUIDE = 0.5  # share of the steps held to the motion guide (docs/interpolate.md)
+DEFAULT_GUIDE = 0.5  # share of the steps the motion guide replaces (docs/interpolate.md)
 
 
 @dataclass
@@ -111,19 +111,15 @@ def moving_crossfade(start: torch.Tensor, end: torch.Tensor, length: int) -> tor
 
 
 class KeyframePins:
-    """The step callback that holds each copy's first and last latent frame to the keyframes, and,
-    for the first `guide_steps` steps, every latent frame to the motion guide's latents."""
+    """The step callback that holds each copy's first and last latent frame to the keyframes."""
 
     def __init__(self, z_start: torch.Tensor, z_end: torch.Tensor, noise: torch.Tensor, copies: int = 1,
-                 strength: float = 1.0, z_guide: torch.Tensor | None = None, guide_steps: int = 0):
+                 strength: float = 1.0):
         self.z_start, self.z_end, self.copies, self.strength = z_start, z_end, copies, float(strength)
         v = noise.unflatten(2, (copies, -1))
         self.noise_start, self.noise_end = v[:, :, :, 0].clone(), v[:, :, :, -1].clone()
-        self.noise, self.z_guide, self.guide_steps = noise.clone(), z_guide, guide_steps if z_guide is not None else 0
 
-    def apply(self, latents: torch.Tensor, x0_coef, noise_coef, step: int = 0) -> torch.Tensor:
-        if step < self.guide_steps:  # SDEdit: the sample is the guide at this noise level
-            latents = noise_coef * self.noise.to(latents) + x0_coef * self.z_guide.to(latents)
+    def apply(self, latents: torch.Tensor, x0_coef, noise_coef) -> torch.Tensor:
         if self.strength == 0:
             return latents
         out = latents.clone()
@@ -133,16 +129,20 @@ class KeyframePins:
             v[:, :, :, idx] = torch.lerp(v[:, :, :, idx], target, self.strength)  # exact at strength 1
         return out
 
-    def initial(self, latents: torch.Tensor, p: GenerateParams) -> torch.Tensor:
-        """The starting sample with the pins at the schedule's first noise level."""
+    def initial(self, latents: torch.Tensor, p: GenerateParams, step: int = 0,
+                z_guide: torch.Tensor | None = None) -> torch.Tensor:
+        """The sample the run starts from at `step`, with the pins: the initial noise, or from a
+        later step the guide's latents `z_guide` noised to that step's level (SDEdit)."""
         scheduler = make_scheduler(p.solver, p.shift)
         scheduler.set_timesteps(p.steps, device=latents.device)
-        return self.apply(latents, x0_coefficient(scheduler, 0), noise_coefficient(scheduler, 0), 0)
+        x0_coef, noise_coef = x0_coefficient(scheduler, step), noise_coefficient(scheduler, step)
+        if z_guide is not None:
+            latents = noise_coef * latents + x0_coef * z_guide.to(latents)
+        return self.apply(latents, x0_coef, noise_coef)
 
     def __call__(self, pipe, step: int, timestep, values: dict) -> dict:
         s = pipe.scheduler
-        return {"latents": self.apply(values["latents"], x0_coefficient(s, step + 1), noise_coefficient(s, step + 1),
-                                      step + 1)}
+        return {"latents": self.apply(values["latents"], x0_coefficient(s, step + 1), noise_coefficient(s, step + 1))}
 
 
 class InterpolatePipeline:
@@ -198,8 +198,8 @@ class InterpolatePipeline:
                  progress=None, smp_scale: float = 1.0, guide: float = DEFAULT_GUIDE) -> InterpolateResult:
         """`start`/`end`: (H, W, 4) straight RGBA in [0, 1] at the size of `p`; `smp_scale` multiplies
         the predictor's extra attention output (IP-adapter's scale; 1 = as trained); `guide` is the
-        share of the steps whose sample is the motion guide noised to the step's level (0: none),
-        after which the model refines it freely (SDEdit)."""
+        share of the steps the motion guide replaces: sampling starts from it, noised to the level of
+        the step after them, and the model refines it from there (SDEdit; 0: from noise)."""
         eng, t2v = self.engine, self.t2v
         timings, t0 = {}, time.perf_counter()
         p = replace(p, solver=FIRST_ORDER.get(p.solver, p.solver))
@@ -215,23 +215,24 @@ class InterpolatePipeline:
         a, b = as_keyframe_tensor(start), as_keyframe_tensor(end)
         pixel_frames = 1 + eng.backend.temporal_factor * (frames - 1)
         z_start, z_end = self.encode_keyframes(a, b, pixel_frames)
-        z_guide = self.encode_guide(a, b, pixel_frames, frames) if guide > 0 else None
+        first = round(float(guide) * p.steps)  # the steps the guide replaces: sampling starts after them
+        z_guide = self.encode_guide(a, b, pixel_frames, frames) if first else None
         cond = None
         if smp is not None:
             cond = {COND_KEY: self.motion_embeddings(smp, a, b, frames)}
         timings["encode_s"] = time.perf_counter() - t0
 
         latents = t2v.prepare_latents(checked, [p.seed])  # the noise depends on the seed and shape alone
-        pins = KeyframePins(z_start, z_end, latents, eng.backend.copies, keyframe_strength, z_guide,
-                            round(float(guide) * p.steps))
-        latents = pins.initial(latents, p)
+        pins = KeyframePins(z_start, z_end, latents, eng.backend.copies, keyframe_strength)
+        latents = pins.initial(latents, p, first, z_guide)
         t1 = time.perf_counter()
         attachment = attach_smp(eng.backend.transformer, smp) if smp is not None else None
         scales = [c.scale for c in smp.cross] if smp is not None else []
         try:
             for c in smp.cross if smp is not None else []:
                 c.scale = smp_scale
-            latents = t2v.denoise(latents, text, uncond, p, plan, cond, callback_on_step_end=pins, progress=progress)
+            latents = t2v.denoise(latents, text, uncond, p, plan, cond, callback_on_step_end=pins, progress=progress,
+                                  first_step=first)
         finally:
             if attachment is not None:
                 attachment.remove()

@@ -84,27 +84,36 @@ class TextToRGBAPipeline:
     def denoise(self, latents: torch.Tensor, text: torch.Tensor, uncond: torch.Tensor | None, p: GenerateParams,
                 plan: GuidancePlan, cond: dict[str, torch.Tensor] | None = None,
                 callback_on_step_end: StepCallback | None = None, progress=None,
-                seeds: list[int] | None = None) -> torch.Tensor:
+                seeds: list[int] | None = None, first_step: int = 0) -> torch.Tensor:
         """The flow-matching loop: one batched DiT forward per step (all guidance passes), `cond` (extra
         conditioning, batch first) replicated for every pass and visible to attention behaviours as
         `context.values["cond"]`; after each step `callback_on_step_end` sees the new `latents`, the
         `sample` the step started from, the guided `prediction` and the `x0` estimate behind it, and
         may return replacement `latents`. `seeds` (one per clip) seed a stochastic solver's noise;
-        `p.dynamic_cfg` changes the text scale per step as CogVideoXPipeline's `use_dynamic_cfg`."""
+        `p.dynamic_cfg` changes the text scale per step as CogVideoXPipeline's `use_dynamic_cfg`.
+        `first_step` > 0 starts part-way (SDEdit, as diffusers' img2img `strength`): `latents` is then
+        the sample at that step's noise level."""
         eng, backend = self.engine, self.engine.backend
         scheduler = self.scheduler = make_scheduler(p.solver, p.shift)  # step callbacks may read its schedule
         scheduler.set_timesteps(p.steps, device=eng.device)
         if hasattr(scheduler, "seed_noise"):  # an SDE solver: each clip's generator, past its initial noise
             scheduler.seed_noise(seeds or [0] * len(latents), skip=math.prod(self.latent_shape(p)))
-        latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
+        if first_step:
+            if hasattr(scheduler, "set_begin_index"):  # index-stepping solvers (Euler, UniPC) start there
+                scheduler.set_begin_index(first_step)
+        else:
+            latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
         dynamic = p.dynamic_cfg and plan.needs_uncond_text
         with eng.on_device(backend.transformer) as model:
             context = context_of(model)
             motion_free = enable_motion_free(model) if plan.uses_motion_off else None
             try:
                 for i, timestep in enumerate(scheduler.timesteps):
+                    if i < first_step:
+                        continue
                     batch = plan.expand(latents.to(eng.dtype), text, uncond, cond)
-                    with context.use(motion_off=batch.motion_off, step=i, steps=len(scheduler.timesteps), cond=batch.cond):
+                    with context.use(motion_off=batch.motion_off, step=i, steps=len(scheduler.timesteps),
+                                     cond=batch.cond):
                         out = backend.predict(batch.latents, timestep.expand(len(batch.latents)).to(eng.device),
                                               batch.text)
                     step_plan = plan.with_text_scale(dynamic_text_scale(p.guidance, p.steps, timestep)) \
