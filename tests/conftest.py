@@ -1,35 +1,92 @@
-"""Shared test helpers: small thread counts (CI has 2 cores) and a real-subprocess CLI runner."""
+"""Shared test helpers: small thread counts (CI has 2 cores) and a real-process CLI runner (warm: cli_server.py)."""
 
 from __future__ import annotations
 
+import json
+import locale
 import os
+import select
+import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 # One thread: the test tensors are tiny, and spinning OpenMP threads stall each other when the
-# machine is shared (the subprocess CLI tests still use torch's default).
+# machine is shared (the CLI processes take OMP_NUM_THREADS: scripts/test sets 1).
 torch.set_num_threads(1)
 
 
-def run_cli(*args: str, input: str | None = None, cwd=None, env=None, timeout: float = 300):
-    """Run `python -m rgbacli ARGS` in a real subprocess; returns CompletedProcess (text)."""
+def _cli_env(env) -> dict:
     full_env = dict(os.environ)
     full_env.pop("RGBA_DEBUG", None)
     full_env.setdefault("RGBA_WEIGHTS", "")
     if env:
         full_env.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "rgbacli", *map(str, args)],
-        input=input,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=full_env,
-        timeout=timeout,
-    )
+    return full_env
+
+
+class _WarmCLI:
+    """One tests/cli_server.py per test process: forks a real `rgba` process per call, with torch and
+    diffusers already imported (RGBA_TEST_COLD_CLI=1 runs every call as a cold `python -m rgbacli`)."""
+
+    proc: subprocess.Popen | None = None
+    buf = b""
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("cli_server.py"))], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, bufsize=0, env=_cli_env(None), cwd=str(Path(__file__).parents[1]))
+        self.buf = b""
+        if self.readline(120) != "ready":
+            raise RuntimeError("tests/cli_server.py did not start")
+
+    def readline(self, timeout: float) -> str | None:
+        """The server's next reply line, or None after `timeout` seconds without one."""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buf:
+            if not select.select([fd], [], [], timeout)[0]:
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise RuntimeError("tests/cli_server.py exited")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode().strip()
+
+    def run(self, args: list[str], input, cwd, env: dict, timeout: float) -> subprocess.CompletedProcess:
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        with tempfile.TemporaryDirectory(prefix="rgba-cli-") as d:
+            files = {k: os.path.join(d, k) for k in ("stdin", "stdout", "stderr")}
+            Path(files["stdin"]).write_text(input or "")
+            req = dict(files, args=args, env=env, cwd=str(cwd or os.getcwd()))
+            self.proc.stdin.write((json.dumps(req) + "\n").encode())
+            pid = int(self.readline(60))
+            code = self.readline(timeout)
+            if code is None:
+                os.kill(pid, signal.SIGKILL)
+                self.readline(60)
+                raise subprocess.TimeoutExpired([sys.executable, "-m", "rgbacli", *args], timeout)
+            code = int(code)
+            enc = locale.getpreferredencoding(False)
+            out, err = (Path(files[k]).read_bytes().decode(enc).replace("\r\n", "\n") for k in ("stdout", "stderr"))
+        return subprocess.CompletedProcess([sys.executable, "-m", "rgbacli", *args], code, out, err)
+
+
+_warm = _WarmCLI()
+
+
+def run_cli(*args: str, input: str | None = None, cwd=None, env=None, timeout: float = 300):
+    """Run `python -m rgbacli ARGS` as a real separate process; returns CompletedProcess (text)."""
+    full_env = _cli_env(env)
+    if os.environ.get("RGBA_TEST_COLD_CLI"):
+        return subprocess.run([sys.executable, "-m", "rgbacli", *map(str, args)], input=input, capture_output=True,
+                              text=True, cwd=cwd, env=full_env, timeout=timeout)
+    return _warm.run(list(map(str, args)), input, cwd, full_env, timeout)
 
 
 @pytest.fixture
