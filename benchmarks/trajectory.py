@@ -3,8 +3,8 @@
   TrajError     mean L2 distance (pixels) between the requested path and the alpha-weighted centroid
                 of the generated object, over every frame; held-out paths (lines, arcs, zig-zags at
                 three speeds, from path seeds the training never draws) × seeds, for the methods
-                tora (the trained adapter), noise (Wan-Alpha v2's noise-mean shift) and none (the
-                same prompt and seed without a trajectory).
+                tora (the trained adapter), noise (Wan-Alpha v2's noise-mean shift), tora+noise
+                (both) and none (the same prompt and seed without a trajectory).
   two objects   two prompts' objects on two paths: each pixel counts for the object whose requested
                 point is nearest, TrajError per object.
   adherence     colour accuracy (the hue of the alpha-weighted object nearest the prompt's colour)
@@ -14,6 +14,7 @@
 Targets: tora ≤ 3 % of the frame diagonal and ≥ 5× better than none; noise ≥ 2× better than none.
 
     .venv/bin/python benchmarks/trajectory.py [--seeds 2] [--json out.json] [--figure docs/trajectory.png]
+                                              [--weights-dir RUN]  # a run folder's adapter instead of the shipped one
     .venv/bin/python benchmarks/trajectory.py --calibrate   # the noise method's direction for a preset
 """
 
@@ -149,21 +150,21 @@ def calibrate(engine, n: int = 32) -> list[float]:
     return [round(float(v), 4) for v in obj - bg]
 
 
-def figure(engine, path: Path, seed: int = 0) -> None:
-    """One held-out arc: none / noise / tora rows, 6 frames each, requested path (yellow) and realised
-    centroid track (red) drawn."""
+def figure(engine, path: Path, methods, seed: int = 0) -> None:
+    """One held-out arc: a row for none and for each method, 6 frames each, requested path (yellow) and
+    realised centroid track (red) drawn."""
     from PIL import Image, ImageDraw
 
     size, frames = engine.preset.sampling["width"], engine.preset.sampling["frames"]
     name, track = held_out_paths(size, frames)[4]
     picks = np.linspace(0, frames - 1, 6).round().astype(int)
     rows = []
-    for method in ("none", "noise", "tora"):
+    for method in ("none", *methods):
         clip = generate(engine, "a red orb", seed, [track], None if method == "none" else method)
         _, real = traj_error(clip, [track])
         board = draw_tracks(over_checkerboard(clip, 8), [(track, PATH_COLOUR), (real[0], TRACK_COLOUR)])
         rows.append((method, board[picks, ..., :3]))
-    scale, gap, label = 3, 4, 56
+    scale, gap, label = 3, 4, 72
     h = w = size * scale
     sheet = Image.new("RGB", (label + len(picks) * (w + gap), len(rows) * (h + gap) + gap), "white")
     draw = ImageDraw.Draw(sheet)
@@ -200,7 +201,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--methods", default="none,noise,tora")
+    ap.add_argument("--methods", default="none,noise,tora,tora+noise")
+    ap.add_argument("--weights-dir", help="a run folder searched first (e.g. a fresh `rgba train trajectory`)")
     ap.add_argument("--two-seeds", type=int, default=1, help="seeds per pair of paths (0: skip two objects)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--figure", type=Path)
@@ -208,7 +210,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    engine = Engine(args.preset, device="cpu", dtype="float32")
+    engine = Engine(args.preset, device="cpu", dtype="float32", weights_dir=args.weights_dir)
     if args.calibrate:
         print(json.dumps({"trajectory_direction": calibrate(engine)}))
         return
@@ -217,11 +219,11 @@ def main() -> None:
     t0 = time.perf_counter()
     single = single_object(engine, args.seeds, methods, log)
     two = two_objects(engine, args.two_seeds, methods, log) if args.two_seeds else {"rows": []}
-    cost = step_cost(engine) if "tora" in methods else None
+    cost = step_cost(engine) if any(m.startswith("tora") for m in methods) else None
     out = summarise(single, two, cost, engine.preset.sampling["width"], methods)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     if args.figure:
-        figure(engine, args.figure)
+        figure(engine, args.figure, [m for m in methods if m != "none"])
     text = json.dumps({"summary": out, "single": single["rows"], "two": two["rows"]}, indent=1)
     if args.json:
         args.json.write_text(text)

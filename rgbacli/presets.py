@@ -25,6 +25,7 @@ SAMPLING_KEYS = {
     "guidance": float, "shift": float, "solver": str, "negative": str,
     "motion_guidance": float, "dynamic_cfg": bool, "alpha_shift": float, "trajectory_shift": float,
     "trajectory_direction": lambda v: [float(x) for x in v],  # the noise method's per-channel shift
+    "trajectory_guidance": float,
 }
 COMPONENT_KEYS = {"path", "repo", "format", "optional", "config", "scale", "kind", "rank", "alpha", "tokenizer",
                   "seed", "random_lora", "zero_init"}

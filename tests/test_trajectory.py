@@ -96,6 +96,11 @@ def test_too_many_objects_and_presets_without_a_method():
     assert choose_method(load_preset("tora-cogvideox-5b"), None) == "tora"
     with pytest.raises(UsageError, match="unknown --trajectory-method 'magic'"):
         choose_method(load_preset("tiny"), "magic")
+    assert choose_method(load_preset("tiny"), "tora+noise") == "tora+noise"
+    with pytest.raises(UsageError, match="preset 'wan-alpha-14b' has no trajectory adapter"):
+        choose_method(load_preset("wan-alpha-14b"), "tora+noise")
+    with pytest.raises(UsageError, match="--trajectory-method noise needs a Wan preset, not 'tora-cogvideox-5b'"):
+        choose_method(load_preset("tora-cogvideox-5b"), "tora+noise")
 
 
 # --------------------------------------------------------------------------- motion maps
@@ -160,6 +165,44 @@ def test_zero_initialised_fusers_leave_the_output_unchanged_exactly():
     attachment.remove()
     with context_of(model).use(cond={"motion": _motion()}):
         assert torch.equal(run_wan(model, x, t, ctx), before)
+
+
+def test_trajectory_guidance_plan_and_the_passes_without_the_adapter():
+    """λJ adds one pass, the conditional one with the fusers off (per sample: its own rows of the batch),
+    and combines as ε + (λJ − 1)(ε − ε_∅J) on top of text CFG."""
+    from rgbacli.pipelines.guidance import GuidancePlan
+
+    assert GuidancePlan.build(5.0, None, 1.0) == GuidancePlan.build(5.0)  # λJ = 1: no extra pass
+    plan = GuidancePlan.build(5.0, None, 3.0)
+    assert [(p.text, p.motion, p.trajectory, p.weight) for p in plan.passes] == [
+        (True, True, True, 7.0), (False, True, True, -4.0), (True, True, False, -2.0)]
+    g = torch.Generator().manual_seed(0)
+    e_c, e_u, e_j = (torch.randn(2, 3, generator=g) for _ in range(3))
+    expected = e_u + 5.0 * (e_c - e_u) + 2.0 * (e_c - e_j)
+    torch.testing.assert_close(plan.combine(torch.cat([e_c, e_u, e_j])), expected, atol=1e-5, rtol=1e-5)
+    batch = plan.expand(torch.zeros(2, 4, 3, 4, 4), torch.ones(2, 3, 16), torch.zeros(1, 3, 16))
+    assert batch.trajectory_off.tolist() == [False, False, False, False, True, True]
+    only = GuidancePlan.build(1.0, None, 2.5)
+    assert [(p.trajectory, p.weight) for p in only.passes] == [(True, 2.5), (False, -1.5)]
+    from rgbacli.pipelines.params import GenerateParams
+
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(UsageError, match="--trajectory-guidance must be a finite number ≥ 0"):
+            GenerateParams(prompt="x", trajectory_guidance=bad).validate()
+
+    model = tiny_wan()
+    x, t, ctx = tiny_wan_inputs()
+    before = run_wan(model, x, t, ctx)
+    adapter, _ = attach_tora(model, latent_channels=4, channels=8, nums_rb=2)
+    for fuser in adapter.fuser:
+        torch.nn.init.normal_(fuser.flow_beta_temporal.weight, std=0.1)
+    with context_of(model).use(cond={"motion": _motion()}):
+        moved = run_wan(model, x, t, ctx)
+        with context_of(model).use(trajectory_off=torch.tensor([False, True])):
+            mixed = run_wan(model, x, t, ctx)
+    assert (moved - before).abs().max() > 1e-3
+    torch.testing.assert_close(mixed[0], moved[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(mixed[1], before[1], atol=1e-6, rtol=0)
 
 
 def _tora_file(tmp_path, extra=None, drop=None):
@@ -280,6 +323,11 @@ def test_cli_trajectory_errors_exit_2_and_write_nothing(cli, tmp_path):
         (["--path", "1,1 99,1"], "--path: point 2 (99, 1) is outside the 16x16 canvas"),
         (["--path", "1,1 2,2", "--trajectory-method", "tora"], "preset 'test-tiny' has no trajectory adapter"),
         (["--trajectory-method", "noise"], "--trajectory-method needs --trajectory FILE or --path"),
+        (["--trajectory-guidance", "2"], "--trajectory-guidance needs --trajectory FILE or --path"),
+        (["--path", "1,1 2,2", "--trajectory-guidance", "2"],
+         "--trajectory-guidance guides Tora's adapter: use --trajectory-method tora or tora+noise"),
+        (["--path", "1,1 2,2", "--trajectory-guidance", "2", "--trajectory-method", "tora+noise"],
+         "preset 'test-tiny' has no trajectory adapter"),
     ]
     for extra, message in cases:
         r = cli("generate", "a red orb", "--preset", preset, "-o", out, *extra)
@@ -349,3 +397,42 @@ def test_shipped_tiny_adapter_steers_the_object_along_a_path():
         return float(np.linalg.norm(centroid_tracks(frames[..., 3], path[None])[0] - path, axis=-1).mean())
 
     assert err(steered) < 0.6 * err(plain), (err(steered), err(plain))
+
+
+def test_tora_plus_noise_samples_the_shifted_noise_with_the_adapter():
+    """tora+noise = the noise method's initial latents and the tora method's motion latents, together."""
+    from rgbacli.engine import Engine
+    from rgbacli.pipelines.t2v import params_from_preset
+    from rgbacli.pipelines.trajectory import TrajectoryPipeline
+
+    engine = Engine("tiny", device="cpu")
+    path = parse_path_option("14,32 50,32", 64, 64).to_output(5, 64, 64)
+    out, first = {}, {}
+    for method in ("tora", "noise", "tora+noise"):
+        p = params_from_preset(engine, "a red orb", seed=3, steps=2, frames=5)
+        p.trajectory, p.trajectory_method = [path], method
+        pipe = TrajectoryPipeline(engine)
+        first[method] = pipe.prepare_latents(p, [3])
+        out[method] = pipe(p).frames.numpy()
+    assert torch.equal(first["tora+noise"], first["noise"]) and not torch.equal(first["tora"], first["noise"])
+    assert not np.array_equal(out["tora+noise"], out["noise"]) and not np.array_equal(out["tora+noise"], out["tora"])
+
+
+def test_trajectory_guidance_in_the_pipeline():
+    """--trajectory-guidance 1 is the plain tora run, bit for bit; 3 runs one more pass per step and moves
+    the clip; the noise method ignores a preset's default."""
+    from rgbacli.engine import Engine
+    from rgbacli.pipelines.t2v import params_from_preset
+    from rgbacli.pipelines.trajectory import TrajectoryPipeline
+
+    engine = Engine("tiny", device="cpu")
+    path = parse_path_option("14,32 50,32", 64, 64).to_output(5, 64, 64)
+    runs = {}
+    for method, w in (("tora", None), ("tora", 1.0), ("tora", 3.0), ("noise", 3.0)):
+        p = params_from_preset(engine, "a red orb", seed=3, steps=2, frames=5, trajectory_guidance=w)
+        p.trajectory, p.trajectory_method = [path], method
+        runs[method, w] = TrajectoryPipeline(engine)(p)
+    assert np.array_equal(runs["tora", None].frames.numpy(), runs["tora", 1.0].frames.numpy())
+    assert runs["tora", 3.0].passes_per_step == runs["tora", 1.0].passes_per_step + 1
+    assert not np.array_equal(runs["tora", 3.0].frames.numpy(), runs["tora", 1.0].frames.numpy())
+    assert runs["noise", 3.0].passes_per_step == runs["tora", 1.0].passes_per_step

@@ -43,8 +43,11 @@ def generate(
     path: Annotated[Optional[list[str]], typer.Option("--path", help="Motion path in output pixels, e.g. "
                     "\"8,32 56,32\"; repeatable.")] = None,
     trajectory_method: Annotated[Optional[str], typer.Option("--trajectory-method", help="tora (the preset's "
-                                 "trained adapter; default where it has one) or noise (Wan-Alpha v2's training-free "
-                                 "noise shift).")] = None,
+                                 "trained adapter; default where it has one), noise (Wan-Alpha v2's training-free "
+                                 "noise shift) or tora+noise (both).")] = None,
+    trajectory_guidance: Annotated[Optional[float], typer.Option("--trajectory-guidance", help="Classifier-free "
+                                   "guidance on the trajectory (tora methods): 1 is off, above 1 follows the path "
+                                   "more closely for one more DiT pass per step (default from preset).")] = None,
     alpha_shift: Annotated[Optional[float], typer.Option("--alpha-shift", help="Wan-Alpha v2.0 noise shift: the "
                            "mean added to the initial noise outside the mask (default from preset, else 0.05; may be "
                            "negative: which sign attracts the object depends on the latent space, "
@@ -108,7 +111,7 @@ def generate(
         from rgbacli.pipelines.params import params_from_sampling
 
         params_from_sampling(engine.preset.sampling, "batch", seed=seed, **common).validate(_limits(engine, target))
-    _add_trajectory(engine.preset, common, trajectory, path, trajectory_method, prompt is None)
+    _add_trajectory(engine.preset, common, trajectory, path, trajectory_method, prompt is None, trajectory_guidance)
 
     if prompts is None:
         engine.check_weights()  # every missing file at once, before any work
@@ -126,9 +129,9 @@ def generate(
                                 target, placement))
 
 
-def _add_trajectory(preset, common: dict, files, paths, method, batch: bool) -> None:
+def _add_trajectory(preset, common: dict, files, paths, method, batch: bool, guidance: float | None = None) -> None:
     """Parse --trajectory/--path into `common` (resolved per clip by rgbacli/batch/plan.py, where a batch
-    item may carry its own `trajectory`)."""
+    item may carry its own `trajectory`), with --trajectory-guidance for the tora methods."""
     from rgbacli.pipelines.params import params_from_sampling
     from rgbacli.pipelines.trajectory_input import choose_method, load_trajectory_file, parse_path_option
 
@@ -136,8 +139,9 @@ def _add_trajectory(preset, common: dict, files, paths, method, batch: bool) -> 
     given = [t for f in files or [] for t in load_trajectory_file(f)]
     given += [parse_path_option(text, p.width, p.height) for text in paths or []]
     if not given and not batch:
-        if method is not None:
-            raise UsageError("--trajectory-method needs --trajectory FILE or --path")
+        for flag, value in (("--trajectory-method", method), ("--trajectory-guidance", guidance)):
+            if value is not None:
+                raise UsageError(f"{flag} needs --trajectory FILE or --path")
         return
     try:
         common["trajectory_method"] = choose_method(preset, method)
@@ -145,6 +149,10 @@ def _add_trajectory(preset, common: dict, files, paths, method, batch: bool) -> 
         if given:
             raise
         common["trajectory_error"] = str(e)  # only items that ask for a trajectory fail
+    if guidance is not None:
+        if common.get("trajectory_method") == "noise":
+            raise UsageError("--trajectory-guidance guides Tora's adapter: use --trajectory-method tora or tora+noise")
+        common["trajectory_guidance"] = guidance
     if given:
         common["trajectory_given"] = given
 

@@ -235,7 +235,11 @@ class MotionFuser(nn.Module, Behaviour):
         if features is None:
             return hidden_states
         layout = call.context.layout
-        return self.fuse(hidden_states, features[self.block], layout.frames, layout.copies)
+        fused = self.fuse(hidden_states, features[self.block], layout.frames, layout.copies)
+        off = call.context.values.get("trajectory_off")  # (B,) the trajectory-guidance passes without it
+        if off is None or not bool(off.any()):
+            return fused
+        return torch.where(off.to(fused.device).view(-1, 1, 1), hidden_states, fused)
 
 
 class ToraAdapter(nn.Module):

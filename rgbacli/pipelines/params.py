@@ -64,9 +64,10 @@ class GenerateParams:
     solver: str = "unipc"
     motion_guidance: float | None = None
     trajectory: list | None = None  # (objects, frames, 2) output pixels (rgbacli/pipelines/trajectory.py)
-    trajectory_method: str | None = None  # "tora" or "noise"
+    trajectory_method: str | None = None  # "tora", "noise" or "tora+noise"
     trajectory_shift: float | None = None  # the noise method's mean shift (preset sampling default)
     trajectory_direction: list | None = None  # and its per-channel direction (None: Wan-Alpha v2's background shift)
+    trajectory_guidance: float | None = None  # CFG on tora's motion condition (None / 1: off; rgbacli/pipelines/guidance.py)
     dynamic_cfg: bool = False  # CogVideoXPipeline's use_dynamic_cfg (the TransPixar preset)
     # Wan-Alpha v2.0's noise-mean shift (rgbacli/models/noise_shift.py): the mean, and a mask file or
     # ellipse centres [[x, y], ...] (fractions; 2 = a move) with a size [w, h]; nothing is shifted without either.
@@ -94,8 +95,9 @@ class GenerateParams:
         for name, value, low in (("--guidance", self.guidance, 0.0), ("--shift", self.shift, 0.0)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
                 raise UsageError(f"{name} must be a finite number ≥ {low:g}, not {value}")
-        if self.motion_guidance is not None and not (math.isfinite(self.motion_guidance) and self.motion_guidance >= 0):
-            raise UsageError(f"--motion-guidance must be a finite number ≥ 0, not {self.motion_guidance}")
+        for name, value in (("--motion-guidance", self.motion_guidance), ("--trajectory-guidance", self.trajectory_guidance)):
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise UsageError(f"{name} must be a finite number ≥ 0, not {value}")
         if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
             raise UsageError(f"--fps must be a positive number, not {self.fps}")
         if limits is not None:
@@ -117,7 +119,7 @@ class GenerateParams:
         """What clips sampled in one batch must share (everything but prompt, negative and seed)."""
         return (self.frames, self.width, self.height, self.steps, self.guidance, self.shift, self.solver,
                 self.motion_guidance, self.trajectory is not None, self.trajectory_method, self.trajectory_shift,
-                tuple(self.trajectory_direction or ()), self.dynamic_cfg, self.alpha_shift, self.alpha_mask,
+                tuple(self.trajectory_direction or ()), self.trajectory_guidance, self.dynamic_cfg, self.alpha_shift, self.alpha_mask,
                 _frozen(self.alpha_center), _frozen(self.alpha_size))
 
 

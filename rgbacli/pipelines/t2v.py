@@ -60,6 +60,10 @@ class TextToRGBAPipeline:
         return backend.latent_channels, t, p.height // sf, p.width // sf
 
     # ------------------------------------------------------------------ steps
+    def guidance_plan(self, p: GenerateParams) -> GuidancePlan:
+        """Which passes each step batches: text CFG and GenTron motion-free guidance."""
+        return GuidancePlan.build(p.guidance, p.motion_guidance)
+
     def encode_prompt(self, prompts: list[str], negatives: list[str], plan: GuidancePlan, warn: bool = True):
         """(text (B, L, D), unconditional text (B, L, D) or None when the plan needs none); `warn`:
         the tiny encoder names words it cannot read (a caller that said so once passes False)."""
@@ -113,7 +117,7 @@ class TextToRGBAPipeline:
                         continue
                     batch = plan.expand(latents.to(eng.dtype), text, uncond, cond)
                     with context.use(motion_off=batch.motion_off, step=i, steps=len(scheduler.timesteps),
-                                     cond=batch.cond):
+                                     cond=batch.cond, trajectory_off=batch.trajectory_off):
                         out = backend.predict(batch.latents, timestep.expand(len(batch.latents)).to(eng.device),
                                               batch.text)
                     step_plan = plan.with_text_scale(dynamic_text_scale(p.guidance, p.steps, timestep)) \
@@ -167,7 +171,7 @@ class TextToRGBAPipeline:
         eng.component("text_encoder")
         timings["load_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        plan = GuidancePlan.build(p.guidance, p.motion_guidance)
+        plan = self.guidance_plan(p)
         text, uncond = self.encode_prompt([q.prompt for q in params], [q.negative for q in params], plan, warn)
         timings["text_s"] = time.perf_counter() - t0
 

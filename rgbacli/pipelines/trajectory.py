@@ -10,6 +10,7 @@ import torch
 
 from rgbacli.errors import UsageError
 from rgbacli.models.tora import MOTION_KEY as MOTION
+from rgbacli.pipelines.guidance import GuidancePlan
 from rgbacli.pipelines.params import GenerateParams
 from rgbacli.pipelines.t2v import TextToRGBAPipeline
 from rgbacli.pipelines.trajectory_input import DEFAULT_NOISE_SHIFT
@@ -17,8 +18,9 @@ from rgbacli.pipelines.trajectory_input import DEFAULT_NOISE_SHIFT
 
 
 class TrajectoryPipeline(TextToRGBAPipeline):
-    """Text → RGBA video along paths: the t2v steps with motion latents in ``cond`` (tora) or the
-    initial noise shifted along the paths (noise). Every clip of a batch has a trajectory."""
+    """Text → RGBA video along paths: the t2v steps with motion latents in ``cond`` (tora), the
+    initial noise shifted along the paths (noise), or both (tora+noise: independent, they add up).
+    Every clip of a batch has a trajectory."""
 
     _batch: list = []
 
@@ -47,7 +49,7 @@ class TrajectoryPipeline(TextToRGBAPipeline):
         from rgbacli.models.noise_shift import path_mask, shift_noise
 
         latents = super().prepare_latents(p, seeds)
-        if p.trajectory_method != "noise":
+        if p.trajectory_method not in ("noise", "tora+noise"):
             return latents
         backend = self.engine.backend
         _, t, h, w = self.latent_shape(p)
@@ -60,12 +62,19 @@ class TrajectoryPipeline(TextToRGBAPipeline):
             out.append(shift_noise(latents[i:i + 1], mask, shift, q.trajectory_direction))
         return torch.cat(out)
 
+    # ------------------------------------------------------------------ guidance
+    def guidance_plan(self, p: GenerateParams) -> GuidancePlan:
+        """The t2v passes, plus trajectory guidance for the adapter's motion condition
+        (``--trajectory-guidance``; rgbacli/pipelines/guidance.py)."""
+        uses_tora = p.trajectory_method in ("tora", "tora+noise")
+        return GuidancePlan.build(p.guidance, p.motion_guidance, p.trajectory_guidance if uses_tora else None)
+
     # ------------------------------------------------------------------ runs
     def generate_batch(self, params: list[GenerateParams], progress=None, decode: str = "rgba", cond: dict | None = None,
                        callback_on_step_end=None, warn: bool = True):
         if any(p.trajectory is None for p in params):
             raise UsageError("every clip sampled by the trajectory pipeline needs a trajectory")
-        if params and params[0].trajectory_method == "tora":
+        if params and params[0].trajectory_method in ("tora", "tora+noise"):
             cond = {**(cond or {}), MOTION: torch.cat([self.motion_latents(p) for p in params])}
         self._batch = list(params)
         try:

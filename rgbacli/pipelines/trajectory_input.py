@@ -24,8 +24,8 @@ from pathlib import Path
 from rgbacli.errors import UsageError
 
 TORA_CANVAS = (256.0, 256.0)
-MAX_OBJECTS = {"tora": 4, "noise": 4}
-METHODS = ("tora", "noise")
+MAX_OBJECTS = {"tora": 4, "noise": 4, "tora+noise": 4}
+METHODS = ("tora", "noise", "tora+noise")  # tora+noise: the adapter, sampling from the path-shifted noise
 DEFAULT_NOISE_SHIFT = 0.05  # Wan-Alpha v2's README value; a preset may set sampling.trajectory_shift
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+|nan|inf|infinity)(?:[eE][-+]?\d+)?"
 _POINT = re.compile(rf"\s*({_NUM})\s*[, ]\s*({_NUM})\s*", re.IGNORECASE)
@@ -229,9 +229,9 @@ def choose_method(preset, method: str | None) -> str:
     if method is None:
         raise UsageError(f"preset '{preset.name}' has no trajectory method (no trajectory adapter; the noise method "
                          "needs a Wan preset)")
-    if method == "tora" and not has_tora:
+    if method in ("tora", "tora+noise") and not has_tora:
         raise UsageError(f"preset '{preset.name}' has no trajectory adapter: use --trajectory-method noise or a preset "
                          "with one (tiny, tora-cogvideox-5b)")
-    if method == "noise" and not has_noise:
+    if method in ("noise", "tora+noise") and not has_noise:
         raise UsageError(f"--trajectory-method noise needs a Wan preset, not '{preset.name}' ({preset.family})")
     return method
