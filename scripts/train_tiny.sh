@@ -42,7 +42,7 @@ decoders=$!
 wait "$dora"; wait "$decoders"
 tail -n 2 "$run/dora.log" "$run/decoders.log"
 # Stage 5 reads the finished base (transformer + dora + vae) from the run folder; alone on the machine.
-"$rgba" train trajectory --out "$run" --minutes 40 --threads 2 --clips 480 > "$run/trajectory.log" 2>&1
+"$rgba" train trajectory --out "$run" --minutes 28 --threads 2 --clips 1200 > "$run/trajectory.log" 2>&1
 tail -n 1 "$run/trajectory.log"
 "$rgba" train export --out "$run" --force
 # Stage 6, on the base just installed (frozen): the semantic motion predictor of `rgba interpolate`

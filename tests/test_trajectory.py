@@ -419,7 +419,7 @@ def test_tora_plus_noise_samples_the_shifted_noise_with_the_adapter():
 
 
 def test_trajectory_guidance_in_the_pipeline():
-    """--trajectory-guidance 1 is the plain tora run, bit for bit; 3 runs one more pass per step and moves
+    """--trajectory-guidance 1 (None: the preset default, 3 on tiny) is the plain tora run, bit for bit; 3 runs one more pass per step and moves
     the clip; the noise method ignores a preset's default."""
     from rgbacli.engine import Engine
     from rgbacli.pipelines.t2v import params_from_preset
@@ -429,7 +429,7 @@ def test_trajectory_guidance_in_the_pipeline():
     path = parse_path_option("14,32 50,32", 64, 64).to_output(5, 64, 64)
     runs = {}
     for method, w in (("tora", None), ("tora", 1.0), ("tora", 3.0), ("noise", 3.0)):
-        p = params_from_preset(engine, "a red orb", seed=3, steps=2, frames=5, trajectory_guidance=w)
+        p = params_from_preset(engine, "a red orb", seed=3, steps=2, frames=5, trajectory_guidance=w or 1.0)
         p.trajectory, p.trajectory_method = [path], method
         runs[method, w] = TrajectoryPipeline(engine)(p)
     assert np.array_equal(runs["tora", None].frames.numpy(), runs["tora", 1.0].frames.numpy())
