@@ -150,7 +150,7 @@ def _add_trajectory(preset, common: dict, files, paths, method, batch: bool, gui
             raise
         common["trajectory_error"] = str(e)  # only items that ask for a trajectory fail
     if guidance is not None:
-        if common.get("trajectory_method") == "noise":
+        if common.get("trajectory_method") == "noise":  # the one method without the adapter
             raise UsageError("--trajectory-guidance guides Tora's adapter: use --trajectory-method tora or tora+noise")
         common["trajectory_guidance"] = guidance
     if given:

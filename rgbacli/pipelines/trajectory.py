@@ -13,7 +13,7 @@ from rgbacli.models.tora import MOTION_KEY as MOTION
 from rgbacli.pipelines.guidance import GuidancePlan
 from rgbacli.pipelines.params import GenerateParams
 from rgbacli.pipelines.t2v import TextToRGBAPipeline
-from rgbacli.pipelines.trajectory_input import DEFAULT_NOISE_SHIFT
+from rgbacli.pipelines.trajectory_input import ADAPTER_METHODS, DEFAULT_NOISE_SHIFT, NOISE_METHODS
 
 
 
@@ -49,7 +49,7 @@ class TrajectoryPipeline(TextToRGBAPipeline):
         from rgbacli.models.noise_shift import path_mask, shift_noise
 
         latents = super().prepare_latents(p, seeds)
-        if p.trajectory_method not in ("noise", "tora+noise"):
+        if p.trajectory_method not in NOISE_METHODS:
             return latents
         backend = self.engine.backend
         _, t, h, w = self.latent_shape(p)
@@ -66,15 +66,15 @@ class TrajectoryPipeline(TextToRGBAPipeline):
     def guidance_plan(self, p: GenerateParams) -> GuidancePlan:
         """The t2v passes, plus trajectory guidance for the adapter's motion condition
         (``--trajectory-guidance``; rgbacli/pipelines/guidance.py)."""
-        uses_tora = p.trajectory_method in ("tora", "tora+noise")
-        return GuidancePlan.build(p.guidance, p.motion_guidance, p.trajectory_guidance if uses_tora else None)
+        scale = p.trajectory_guidance if p.trajectory_method in ADAPTER_METHODS else None
+        return GuidancePlan.build(p.guidance, p.motion_guidance, scale)
 
     # ------------------------------------------------------------------ runs
     def generate_batch(self, params: list[GenerateParams], progress=None, decode: str = "rgba", cond: dict | None = None,
                        callback_on_step_end=None, warn: bool = True):
         if any(p.trajectory is None for p in params):
             raise UsageError("every clip sampled by the trajectory pipeline needs a trajectory")
-        if params and params[0].trajectory_method in ("tora", "tora+noise"):
+        if params and params[0].trajectory_method in ADAPTER_METHODS:
             cond = {**(cond or {}), MOTION: torch.cat([self.motion_latents(p) for p in params])}
         self._batch = list(params)
         try:

@@ -26,6 +26,8 @@ from rgbacli.errors import UsageError
 TORA_CANVAS = (256.0, 256.0)
 MAX_OBJECTS = {"tora": 4, "noise": 4, "tora+noise": 4}
 METHODS = ("tora", "noise", "tora+noise")  # tora+noise: the adapter, sampling from the path-shifted noise
+ADAPTER_METHODS = {"tora", "tora+noise"}  # those that put motion latents in cond (and take --trajectory-guidance)
+NOISE_METHODS = {"noise", "tora+noise"}  # those that shift the initial noise along the paths
 DEFAULT_NOISE_SHIFT = 0.05  # Wan-Alpha v2's README value; a preset may set sampling.trajectory_shift
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+|nan|inf|infinity)(?:[eE][-+]?\d+)?"
 _POINT = re.compile(rf"\s*({_NUM})\s*[, ]\s*({_NUM})\s*", re.IGNORECASE)
@@ -229,9 +231,9 @@ def choose_method(preset, method: str | None) -> str:
     if method is None:
         raise UsageError(f"preset '{preset.name}' has no trajectory method (no trajectory adapter; the noise method "
                          "needs a Wan preset)")
-    if method in ("tora", "tora+noise") and not has_tora:
+    if method in ADAPTER_METHODS and not has_tora:
         raise UsageError(f"preset '{preset.name}' has no trajectory adapter: use --trajectory-method noise or a preset "
                          "with one (tiny, tora-cogvideox-5b)")
-    if method in ("noise", "tora+noise") and not has_noise:
+    if method in NOISE_METHODS and not has_noise:
         raise UsageError(f"--trajectory-method noise needs a Wan preset, not '{preset.name}' ({preset.family})")
     return method
