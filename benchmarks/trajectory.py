@@ -15,6 +15,7 @@ Targets: tora ≤ 3 % of the frame diagonal and ≥ 5× better than none; noise 
 
     .venv/bin/python benchmarks/trajectory.py [--seeds 2] [--json out.json] [--figure docs/trajectory.png]
                                               [--weights-dir RUN]  # a run folder's adapter instead of the shipped one
+                                              [--trajectory-guidance 1] [--guidance 3]  # instead of the preset's
     .venv/bin/python benchmarks/trajectory.py --calibrate   # the noise method's direction for a preset
 """
 
@@ -55,8 +56,13 @@ def held_out_paths(size: int, frames: int) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+OVERRIDES: dict = {}  # --trajectory-guidance / --guidance: GenerateParams fields instead of the preset's
+
+
 def generate(engine, prompt: str, seed: int, paths, method: str | None):
     p = params_from_preset(engine, prompt, seed=seed)
+    for name, value in OVERRIDES.items():
+        setattr(p, name, value)
     if method is None:
         return TextToRGBAPipeline(engine)(p).frames.numpy()
     p.trajectory, p.trajectory_method = [np.asarray(x).tolist() for x in paths], method
@@ -131,7 +137,18 @@ def step_cost(engine, reps: int = 20) -> dict:
                     backend.predict(x, t, text)
                 times[name] = (time.perf_counter() - t0) / reps
     plain, fused = min(times["plain"], times["plain2"]), min(times["fusers"], times["fusers2"])
-    return {"plain_ms": 1000 * plain, "fusers_ms": 1000 * fused, "ratio": fused / plain}
+    out = {"plain_ms": 1000 * plain, "fusers_ms": 1000 * fused, "ratio": fused / plain}
+    # Whole clips as a user runs them: plain generate against --path with the preset's defaults
+    # (tora + its trajectory guidance: the fusers and one more pass per step), interleaved, best of 3.
+    clip = {"plain": [], "tora": []}
+    for _ in range(3):
+        for name, method in (("plain", None), ("tora", "tora")):
+            t0 = time.perf_counter()
+            generate(engine, "a red orb", 0, [path], method)
+            clip[name].append(time.perf_counter() - t0)
+    out["generate_plain_s"], out["generate_tora_s"] = min(clip["plain"]), min(clip["tora"])
+    out["generate_ratio"] = out["generate_tora_s"] / out["generate_plain_s"]
+    return out
 
 
 def calibrate(engine, n: int = 32) -> list[float]:
@@ -208,7 +225,11 @@ def main() -> None:
     ap.add_argument("--figure", type=Path)
     ap.add_argument("--calibrate", action="store_true", help="print the noise method's direction and stop")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--trajectory-guidance", type=float, help="instead of the preset's (1: off)")
+    ap.add_argument("--guidance", type=float, help="text CFG instead of the preset's")
     args = ap.parse_args()
+    OVERRIDES.update({k: v for k, v in (("trajectory_guidance", args.trajectory_guidance),
+                                        ("guidance", args.guidance)) if v is not None})
     torch.set_num_threads(args.threads)
     engine = Engine(args.preset, device="cpu", dtype="float32", weights_dir=args.weights_dir)
     if args.calibrate:
