@@ -8,7 +8,9 @@ Clips: held-out seeds (never drawn in training), one object drifting up/down/lef
 motions whose in-between frames the two keyframes determine). Keyframes: the clip's first and
 last frames. Methods, side by side on the same keyframes, prompt and seed:
 
-- ours         pinned keyframes + the semantic motion predictor (`rgba interpolate`)
+- ours         pinned keyframes + the semantic motion predictor (`rgba interpolate`), A and B as
+               the ends exactly with the VAE's loss carried along the track (`carry_keyframes`)
+- ours-decoded-ends  the same clip with the decoder's own ends (`--no-exact-keyframes`)
 - no-smp       pinned keyframes only (`--no-smp`)
 - latent-lerp  the two keyframe latents linearly interpolated over the latent frames, decoded
 - crossfade    the two keyframes crossfaded in pixels (premultiplied)
@@ -42,7 +44,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METHODS = ("ours", "no-smp", "latent-lerp", "crossfade", "moving-crossfade")
+METHODS = ("ours", "ours-decoded-ends", "no-smp", "latent-lerp", "crossfade", "moving-crossfade")
 # Not a competitor: the true clip through the VAE and back, the ceiling of any method that decodes latents.
 REFERENCE = "vae-roundtrip"
 DRIFTS = ("up", "down", "left", "right")
@@ -283,6 +285,9 @@ def main() -> None:
         for m in methods:
             if m == "ours":
                 outs[m] = pipe(p, a, b, use_smp=True, smp_scale=args.smp_scale, **guide).frames.numpy()
+            elif m == "ours-decoded-ends":
+                outs[m] = pipe(p, a, b, use_smp=True, smp_scale=args.smp_scale, exact_keyframes=False,
+                               **guide).frames.numpy()
             elif m == "no-smp":
                 outs[m] = pipe(p, a, b, use_smp=False, **guide).frames.numpy()
             elif m == "moving-crossfade":

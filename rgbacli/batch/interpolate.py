@@ -3,7 +3,7 @@
 Everything a user can get wrong (the keyframe files, their sizes, --frames, the output path) is
 checked before sampling starts, so a failure writes nothing. Batch files are JSONL, one item a
 line: `{"a": "pose1.png", "b": "pose2.png", "prompt": "...", "frames": 17, "output": "out.mov"}`
-(`seed`, `steps`, `guidance`, `keyframe_strength` optional); relative keyframe paths are read
+(`seed`, `steps`, `guidance`, `keyframe_strength`, `guide`, `exact_keyframes` optional); relative keyframe paths are read
 from the batch file's folder.
 """
 
@@ -17,7 +17,8 @@ from typing import Callable
 from rgbacli.batch.plan import Job, preview_paths, slugify
 from rgbacli.errors import UsageError
 
-ITEM_KEYS = {"a", "b", "prompt", "frames", "output", "seed", "steps", "guidance", "keyframe_strength", "guide"}
+ITEM_KEYS = {"a", "b", "prompt", "frames", "output", "seed", "steps", "guidance", "keyframe_strength", "guide",
+             "exact_keyframes"}
 
 
 def check_guide(value: float) -> float:
@@ -87,6 +88,10 @@ def plan_interpolate(text: str, pattern: str | None, seed: int, common: dict, op
                 opts["keyframe_strength"] = check_strength(float(obj["keyframe_strength"]))
             if "guide" in obj:
                 opts["guide"] = check_guide(float(obj["guide"]))
+            if "exact_keyframes" in obj:
+                if not isinstance(obj["exact_keyframes"], bool):
+                    raise UsageError("'exact_keyframes' must be true or false")
+                opts["exact_keyframes"] = obj["exact_keyframes"]
         except (TypeError, ValueError, UsageError) as e:
             bad(str(e) if isinstance(e, UsageError) else f"bad value ({e})")
             continue
@@ -139,7 +144,7 @@ def run_interpolate(engine, job: Job, progress: Callable[[int, int], None]) -> d
     t0 = time.perf_counter()
     guide = check_guide(o.get("guide", DEFAULT_GUIDE))
     result = InterpolatePipeline(engine)(p, pair.start.rgba, pair.end.rgba, strength, bool(o.get("smp", True)),
-                                         progress, guide=guide)
+                                         progress, guide=guide, exact_keyframes=bool(o.get("exact_keyframes", True)))
     frames = result.frames.numpy()
     clip = Clip(frames=frames, fps=p.fps, had_alpha=True)
     path = write_clip(clip, out, force=force, premultiplied=bool(o.get("premultiplied")))
@@ -156,6 +161,7 @@ def run_interpolate(engine, job: Job, progress: Callable[[int, int], None]) -> d
         "output": str(path), "previews": extras, "a": o["a"], "b": o["b"], "a_frame": pair.start.frame,
         "b_frame": pair.end.frame, "frames": int(frames.shape[0]), "size": f"{pair.width}x{pair.height}",
         "fps": p.fps, "seed": p.seed, "params": p.to_dict(), "smp": result.smp, "keyframe_strength": strength, "guide": guide,
+        "exact_keyframes": bool(o.get("exact_keyframes", True)),
         "endpoint_alpha_iou": [iou(frames[0, ..., 3], pair.start.rgba[..., 3]),
                                iou(frames[-1, ..., 3], pair.end.rgba[..., 3])],
         "endpoint_rgb_error": [round(float(np.abs(frames[i, ..., :3] - k.rgba[..., :3])[k.rgba[..., 3] > 0.5].mean()), 4)

@@ -40,6 +40,9 @@ def interpolate(
     guide: Annotated[float, typer.Option("--guide", help="Share of the steps that follow the motion guide (A "
                      "sliding to B's place while it crossfades into B), before the model refines the clip freely "
                      "(0 = no guide).")] = 0.5,
+    exact_keyframes: Annotated[bool, typer.Option("--exact-keyframes/--no-exact-keyframes", help="Write A and B "
+                               "as the clip's first and last frames exactly, the VAE's loss at each end carried "
+                               "into the frames next to it (--no-exact-keyframes: the decoder's own ends).")] = True,
     batch: Annotated[Optional[str], typer.Option("--batch", help="JSONL file of items {\"a\", \"b\", \"prompt\", "
                      "\"frames\", \"output\"}; '-' reads stdin.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Batch: skip items already done per the manifest.")] = False,
@@ -85,6 +88,7 @@ def interpolate(
     parsed_size = list(parse_size(size)) if size is not None else None
     common = {k: v for k, v in dict(frames=frames, steps=steps, guidance=guidance, fps=fps).items() if v is not None}
     options = dict(size=parsed_size, keyframe_strength=keyframe_strength, guide=guide, smp=not no_smp,
+                   exact_keyframes=exact_keyframes,
                    preview=preview, premultiplied=premultiplied, force=force)
     engine = Engine(preset or default_preset(weights_dir), device=device, dtype=dtype, offload=offload,
                     weights_dir=weights_dir)
