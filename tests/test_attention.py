@@ -201,6 +201,41 @@ def test_extra_cross_attention_per_frame_sets():
     assert (a[:, 3:] - b[:, 3:]).abs().max() > 1e-4
 
 
+def test_extra_cross_attention_query_position():
+    """Wan's cross-attention queries carry no position (RoPE is in self-attention only): without
+    query_pos, two tokens with the same content get the same extra output wherever they sit; with
+    it, they differ by where they are, the same in every frame, and the features are the sin/cos
+    of the normalised token centres."""
+    torch.manual_seed(4)
+    rows, cols, frames = 2, 3, 2
+    layout = FrameLayout(frames=frames, tokens_per_frame=rows * cols, grid=(rows, cols))
+    x = torch.randn(1, 1, 16).expand(1, frames * rows * cols, 16).contiguous()  # every token alike
+    text, sets = torch.randn(1, 4, 16), torch.randn(1, frames, 5, 12)
+    outs = {}
+    for qp in (0, 3):
+        attn = WanAttention(dim=16, heads=2, dim_head=8, eps=1e-6, cross_attention_dim_head=8,
+                            processor=WanAttnProcessor()).eval()
+        extra = ExtraCrossAttention(cond_dim=12, inner_dim=16, heads=2, key="smp", zero_init=False, query_pos=qp)
+        context = AttentionContext(layout=layout)
+        proc = WanStagedProcessor("attn2", 0, context, previous=attn.processor)
+        proc.behaviours = [extra]
+        attn.set_processor(proc)
+        with torch.no_grad(), context.use(cond={"smp": sets[:, :1].expand(-1, frames, -1, -1)}):
+            outs[qp] = attn(x, text, None, None)
+    same = outs[0][0, :rows * cols]
+    assert torch.allclose(same, same[:1].expand_as(same), atol=1e-6)  # no position: all tokens alike
+    placed = outs[3][0]
+    assert (placed[:rows * cols] - placed[:1]).abs().amax(-1)[1:].min() > 1e-4  # each position its own output
+    torch.testing.assert_close(placed[:rows * cols], placed[rows * cols:])  # same set, same places: frames alike
+    feat = extra.position_features(rows, cols)
+    assert feat.shape == (rows * cols, 12)
+    torch.testing.assert_close(feat[4, [0, 3]], torch.tensor([math.sin(math.pi * 0.5), math.cos(math.pi * 0.5)]))
+    with pytest.raises(ValueError, match="needs the token grid"):
+        context.layout = FrameLayout(frames=frames, tokens_per_frame=rows * cols)
+        with torch.no_grad(), context.use(cond={"smp": sets}):
+            attn(x, text, None, None)
+
+
 def test_alpha_tokens_and_motion_free_share_the_processors():
     """Wrapping for alpha tokens, then enabling motion-free guidance: one staged processor per block
     carries both behaviours; removing motion-free guidance leaves the alpha tokens."""

@@ -69,11 +69,12 @@ def test_smp_shapes_and_frame_limit():
     assert len(smp.cross) == 2 and all(torch.count_nonzero(c.to_out.weight) == 0 for c in smp.cross)
 
 
-def test_zero_initialised_smp_leaves_the_dit_output_exactly_unchanged():
+@pytest.mark.parametrize("query_pos", [0, 4])
+def test_zero_initialised_smp_leaves_the_dit_output_exactly_unchanged(query_pos):
     model = tiny_wan()
     x, t, text = tiny_wan_inputs(b=2, frames=3)
     before = run_wan(model, x, t, text)
-    smp = small_smp(model)
+    smp = small_smp(model, query_pos=query_pos)
     attachment = attach_smp(model, smp)
     emb = smp.embed(torch.rand(2, 4, 16, 16), torch.rand(2, 4, 16, 16), 3).detach()
     with context_of(model).use(cond={COND_KEY: emb}):
@@ -195,7 +196,8 @@ def test_pinned_endpoints_decode_back_to_the_keyframes_on_the_tiny_model():
     engine = Engine("tiny", device="cpu")
     a, b = keyframe(18, 64), keyframe(46, 64)
     p = params_from_sampling(engine.preset.sampling, "a red orb", seed=0, frames=9, steps=6)
-    out = InterpolatePipeline(engine)(p, a, b, use_smp=False, guide=0.0).frames.numpy()
+    # the decoder's own ends (the default writes A and B themselves: test_exact_keyframes_...)
+    out = InterpolatePipeline(engine)(p, a, b, use_smp=False, guide=0.0, exact_keyframes=False).frames.numpy()
     assert out.shape == (9, 64, 64, 4)
     backend = engine.backend
     for frame, key, slack in ((out[0], a, 0.02), (out[-1], b, 0.12)):
@@ -208,6 +210,60 @@ def test_pinned_endpoints_decode_back_to_the_keyframes_on_the_tiny_model():
         with torch.no_grad():
             trip = backend.decode(backend.encode(still))[0, :3, -1].permute(1, 2, 0).numpy()
         assert np.abs(frame[..., :3] - key[..., :3])[k].mean() < np.abs(trip - key[..., :3])[k].mean() + slack
+
+
+def _square(x: int, size: int = 32, half: int = 4) -> torch.Tensor:
+    """(1, 4, size, size) a sharp white square centred at column x."""
+    out = torch.zeros(1, 4, size, size)
+    out[:, :, size // 2 - half:size // 2 + half, x - half:x + half] = 1.0
+    return out
+
+
+def test_carry_keyframes_writes_the_keyframes_and_carries_their_detail_along_the_track():
+    """A blurred decode of a square moving 1 px a frame: the ends become A and B exactly (B over the
+    held frames), frame 1 gets A's sharp edges moved 1 px, the middle (beyond the reach) is as
+    decoded, and strength 0 changes nothing."""
+    from rgbacli.pipelines.interpolate import carry_keyframes
+
+    t, held = 9, 2
+    blur = torch.nn.functional.avg_pool2d
+    xs = [10 + k for k in range(t - held)] + [10 + t - held - 1] * held  # the last `held` frames hold still
+    sharp = torch.cat([_square(x) for x in xs])  # (T, 4, H, W)
+    decoded = blur(sharp, 3, 1, 1).permute(0, 2, 3, 1)  # (T, H, W, 4) straight, soft edges
+    a, b = _square(xs[0]), _square(xs[-1])
+    out = carry_keyframes(decoded, a, b, 1.0, held=held, reach=0.25)
+    assert torch.equal(out[0], a[0].permute(1, 2, 0))
+    for k in range(t - held, t):
+        assert torch.equal(out[k], b[0].permute(1, 2, 0))
+    truth1 = sharp[1, 3]
+    before, after = (decoded[1, ..., 3] - truth1).abs().mean(), (out[1, ..., 3] - truth1).abs().mean()
+    # frame 1 has weight 1 − 1/(0.25·8) = 0.5: half its blur replaced by A's edges moved 1 px (unmoved,
+    # they would add error where the square left)
+    assert float(after) <= 0.5 * float(before) + 1e-5
+    mid = t // 2  # 4: beyond 0.25 · 8 = 2 frames from A and from the held group (7)
+    assert torch.equal(out[mid], decoded[mid])
+    assert torch.equal(carry_keyframes(decoded, a, b, 0.0, held=held), decoded)
+    half = carry_keyframes(decoded, a, b, 0.5, held=held)
+    torch.testing.assert_close(half[0, ..., 3], (decoded[0, ..., 3] + a[0, 3]) / 2, atol=1e-5, rtol=0)
+
+
+def test_exact_keyframes_on_the_tiny_model():
+    """By default the written clip starts on A and ends on B exactly (tiny: B over the last 2 frames,
+    the last latent frame's group); --no-exact-keyframes keeps the decoder's ends, which the VAE
+    blurs; the in-between frames far from the ends are the same clip."""
+    from rgbacli.engine import Engine
+    from rgbacli.pipelines.params import params_from_sampling
+
+    engine = Engine("tiny", device="cpu")
+    a, b = keyframe(18, 64), keyframe(46, 64)
+    p = params_from_sampling(engine.preset.sampling, "a red orb", seed=0, frames=9, steps=4)
+    pipe = InterpolatePipeline(engine)
+    exact = pipe(p, a, b, use_smp=False).frames
+    decoded = pipe(p, a, b, use_smp=False, exact_keyframes=False).frames
+    assert torch.equal(exact[0], torch.from_numpy(a)) and not torch.equal(decoded[0], torch.from_numpy(a))
+    for k in (-2, -1):
+        assert torch.equal(exact[k], torch.from_numpy(b))
+    assert torch.equal(exact[4], decoded[4])
 
 
 def test_free_keyframes_without_smp_is_exactly_text_to_video(tmp_path):
@@ -309,6 +365,14 @@ def test_cli_interpolate_writes_a_clip_and_json(cli, tmp_path):
     np.testing.assert_array_equal(read_clip(tmp_path / "again.mkv").frames, clip.frames)  # same seed, same bytes
     r3 = cli("interpolate", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out.mkv", "--preset", preset)
     assert r3.returncode == 1 and "already exists" in r3.stderr and r3.stderr.count("\n") == 1
+    assert doc["exact_keyframes"] is True and doc["endpoint_alpha_iou"] == [1.0, 1.0]
+    assert doc["endpoint_rgb_error"] == [0.0, 0.0]
+    r4 = cli("interpolate", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "raw.mkv", "--preset", preset,
+             "--frames", "5", "--seed", "3", "--no-exact-keyframes", "--json")
+    assert r4.returncode == 0, r4.stderr
+    raw = json.loads(r4.stdout)
+    assert raw["exact_keyframes"] is False and raw["endpoint_rgb_error"][0] > 0
+    assert not np.array_equal(read_clip(tmp_path / "raw.mkv").frames[0], clip.frames[0])
 
 
 @pytest.mark.parametrize("args, code, needle", [
@@ -348,14 +412,16 @@ def test_cli_interpolate_batch_through_the_runner(cli, tmp_path):
     items = [{"a": "a.png", "b": "b.png", "prompt": "a red orb", "frames": 5, "output": str(tmp_path / "one.mkv")},
              {"a": "b.png", "b": "a.png", "frames": 3},
              {"a": "a.png"},
-             {"a": "a.png", "b": "missing.png"}]
+             {"a": "a.png", "b": "missing.png"},
+             {"a": "a.png", "b": "b.png", "frames": 3, "exact_keyframes": "yes"}]
     (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(i) for i in items) + "\n")
     r = cli("interpolate", "--batch", tmp_path / "pairs.jsonl", "-o", str(tmp_path / "out-{index}.mkv"),
             "--preset", preset, "--json")
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)
-    assert [e["status"] for e in doc["items"]] == ["ok", "ok", "failed", "failed"]
+    assert [e["status"] for e in doc["items"]] == ["ok", "ok", "failed", "failed", "failed"]
     assert doc["items"][2]["error"] == "line 3: missing or empty 'b'"
+    assert doc["items"][4]["error"] == "line 5: 'exact_keyframes' must be true or false"
     assert "missing.png: no such file or directory" in doc["items"][3]["error"]
     assert (tmp_path / "one.mkv").exists() and (tmp_path / "out-1.mkv").exists()
     assert not (tmp_path / "out-3.mkv").exists()

@@ -60,6 +60,7 @@ class FrameLayout:
     frames: int
     tokens_per_frame: int
     copies: int = 1
+    grid: tuple[int, int] | None = None  # (rows, cols) of a frame's tokens, where the DiT's input says
 
     @property
     def seq_len(self) -> int:
@@ -187,7 +188,7 @@ def context_of(model: nn.Module) -> AttentionContext:
             frames, rows, cols = hidden.shape[1] // p_t, hidden.shape[3] // p, hidden.shape[4] // p
         if frames % ctx.copies:
             raise ValueError(f"{frames} latent frames cannot split into {ctx.copies} copies")
-        ctx.layout = FrameLayout(frames // ctx.copies, rows * cols, ctx.copies)
+        ctx.layout = FrameLayout(frames // ctx.copies, rows * cols, ctx.copies, (rows, cols))
         ctx.text = text
         ctx.memo.clear()
 
@@ -466,19 +467,43 @@ class ExtraCrossAttention(nn.Module, Behaviour):
     tokens both copies of a frame share it). The result goes through ``to_out`` (zero-initialised
     unless ``zero_init=False``), times ``scale``, and is added before the block's output projection,
     so a fresh adapter leaves the DiT's output exactly as it was. The behaviour owns its weights.
+
+    ``query_pos`` > 0 adds where each query sits: Wan's video tokens carry position only through the
+    RoPE of self-attention, so a cross-attention query cannot tell where its token is and per-frame
+    embeddings could say *what* but not *where*. Fourier features of the token's normalised grid
+    position (``query_pos`` octaves, sin and cos, x and y) go through ``to_q_pos`` and are added to
+    the query of this attention only (the text cross-attention's query is unchanged).
     """
 
     def __init__(self, cond_dim: int, inner_dim: int, heads: int, key: str, zero_init: bool = True,
-                 scale: float = 1.0, eps: float = 1e-6):
+                 scale: float = 1.0, eps: float = 1e-6, query_pos: int = 0):
         nn.Module.__init__(self)
-        self.key, self.heads, self.scale = key, heads, scale
+        self.key, self.heads, self.scale, self.query_pos = key, heads, scale, int(query_pos)
         self.to_k = nn.Linear(cond_dim, inner_dim)
         self.to_v = nn.Linear(cond_dim, inner_dim)
         self.norm_k = nn.RMSNorm(inner_dim, eps=eps)
+        self.to_q_pos = nn.Linear(4 * self.query_pos, inner_dim) if self.query_pos else None
         self.to_out = nn.Linear(inner_dim, inner_dim)
         if zero_init:
             nn.init.zeros_(self.to_out.weight)
             nn.init.zeros_(self.to_out.bias)
+
+    def position_features(self, rows: int, cols: int, device=None) -> torch.Tensor:
+        """(rows·cols, 4·query_pos): sin/cos of 2^k·π·u for u = the token centre's x and y in (0, 1)."""
+        ys, xs = torch.meshgrid((torch.arange(rows, device=device) + 0.5) / rows,
+                                (torch.arange(cols, device=device) + 0.5) / cols, indexing="ij")
+        freq = math.pi * 2.0 ** torch.arange(self.query_pos, device=device)
+        ang = torch.stack([xs.flatten(), ys.flatten()], -1)[..., None] * freq  # (S, 2, octaves)
+        return torch.cat([ang.sin(), ang.cos()], -1).flatten(1)
+
+    def positioned_query(self, call, query: torch.Tensor) -> torch.Tensor:
+        """The query (B, S, H, D) plus its token's grid position (``query_pos`` > 0)."""
+        layout = call.context.layout
+        if layout is None or layout.grid is None or layout.seq_len != query.shape[1]:
+            raise ValueError(f"a position-aware cross-attention needs the token grid; the layout is {layout}")
+        feat = self.position_features(*layout.grid, device=query.device).to(self.to_q_pos.weight.dtype)
+        pos = self.to_q_pos(feat).repeat(layout.copies * layout.frames, 1)  # (S, H·D), every frame alike
+        return query + pos.view(1, query.shape[1], query.shape[2], query.shape[3]).to(query.dtype)
 
     def extra(self, call, query):
         cond = call.context.values.get("cond") or {}
@@ -486,6 +511,8 @@ class ExtraCrossAttention(nn.Module, Behaviour):
         if emb is None:
             return None
         b, s, h, d = query.shape
+        if self.to_q_pos is not None:
+            query = self.positioned_query(call, query)
         k = self.norm_k(self.to_k(emb.to(self.to_k.weight.dtype)))
         v = self.to_v(emb.to(self.to_v.weight.dtype))
         if emb.ndim == 3:  # one set for the whole clip

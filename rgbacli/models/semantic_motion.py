@@ -9,7 +9,8 @@ Here, on a Wan DiT:
 
     A, B (B, 4, H, W) RGBA ─ E ─→ (B, L, D_e) each ─ lerp over F latent frames ─→ (B, F, L, D_e)
         ─ in-projection + frame/token positions ─ transformer over F·L tokens ─→ P (B, F, L, D)
-        ─ every block's attn2: ExtraCrossAttention (own to_k/to_v/norm_k, to_out zero-initialised)
+        ─ every block's attn2: ExtraCrossAttention (own to_k/to_v/norm_k, to_out zero-initialised;
+          `query_pos`: the token's grid position added to its query, so P_f can say where, not only what)
 
 so a fresh predictor leaves the DiT's output exactly as it was. Frame f's video tokens attend only
 to P_f (rgbacli/models/attention.py handles the per-frame grouping, alpha-token copies included).
@@ -60,6 +61,7 @@ class SMPConfig:
     dit_heads: int = 4
     num_blocks: int = 6  # DiT blocks that get the extra cross-attention
     encoder_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    query_pos: int = 0  # octaves of the video tokens' grid position added to the extra attention's query (0: none)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -192,8 +194,8 @@ class SemanticMotionPredictor(nn.Module):
                                            activation="gelu", batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False)
         self.norm_out = nn.LayerNorm(c.hidden)
-        self.cross = nn.ModuleList(ExtraCrossAttention(c.hidden, c.inner_dim, c.dit_heads, COND_KEY)
-                                   for _ in range(c.num_blocks))
+        self.cross = nn.ModuleList(ExtraCrossAttention(c.hidden, c.inner_dim, c.dit_heads, COND_KEY,
+                                                       query_pos=c.query_pos) for _ in range(c.num_blocks))
 
     def encode_images(self, rgba: torch.Tensor) -> torch.Tensor:
         """(B, 4, H, W) keyframes → (B, L, encoder_dim)."""

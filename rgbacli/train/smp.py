@@ -200,10 +200,14 @@ def eval_smp_loss(backend: Backend, text_encoder, smp: SemanticMotionPredictor |
         attachment.remove()
 
 
+NEW_QUERY_POS = 4  # fresh predictors are position-aware (ExtraCrossAttention's query_pos)
+
+
 def new_smp(transformer, **overrides) -> SemanticMotionPredictor:
     """A fresh tiny predictor sized for `transformer` (zero-initialised outputs), seeded."""
     with seeded(int(overrides.pop("seed", 0))):
-        return SemanticMotionPredictor(SMPConfig(**{**dit_sizes(transformer), **overrides}))
+        return SemanticMotionPredictor(SMPConfig(**{**dit_sizes(transformer), "query_pos": NEW_QUERY_POS,
+                                                    **overrides}))
 
 
 def stage_smp(run: Path, minutes: float, resume: bool, clips: int, log, folder: str | None = None,
