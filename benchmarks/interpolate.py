@@ -26,6 +26,7 @@ Metrics (inner frames = all but the first and last):
 - endpoints: alpha IoU and mean RGB error (where the keyframe is opaque) of frames 0 and T−1 vs A, B;
 - crossfade test: the middle frame holds one object (one blob of α > 0.25 holding ≥ 85 % of that
   area) whose centre is within max(6 px, ¼ of the travel) of the true path's middle;
+- start jump: frame 0 → 1's change over the median inner step (~1: even; > 1: a pop at the start);
 - the paper's transition table on our metrics: first-frame / whole-clip alpha IoU and RGB error.
 Targets (issue #20): ours best on per-frame error; endpoint IoU ≥ 0.9; crossfade test ≥ 90 %.
 """
@@ -131,7 +132,17 @@ def score(frames: np.ndarray, truth: np.ndarray, track: np.ndarray) -> dict:
         "clip_iou": float(np.mean([iou(frames[i, ..., 3], truth[i, ..., 3]) for i in range(t)])),
         "first_rgb_l1": float(np.abs(over_grey(frames[0]) - over_grey(truth[0])).mean()),
         "clip_rgb_l1": float(np.abs(over_grey(frames) - over_grey(truth)).mean()),
+        "start_jump": start_jump(frames),
     }
+
+
+def start_jump(frames: np.ndarray) -> float:
+    """How much frame 0 → 1 changes against the median step between the inner frames (over grey,
+    RGB and alpha): ~1 for an even motion; > 1 is a pop at the start (a sharp keyframe next to a
+    blurred decode, say)."""
+    g = np.concatenate([over_grey(frames), frames[..., 3:]], -1)
+    steps = np.abs(np.diff(g, axis=0)).mean((1, 2, 3))
+    return float(steps[0] / max(float(np.median(steps[1:-2])), 1e-9))
 
 
 # ----------------------------------------------------------------------------- methods
@@ -197,17 +208,18 @@ def summarise(rows: dict[str, list[dict]]) -> dict:
             "clip_iou": float(np.mean([r["clip_iou"] for r in rs])),
             "first_rgb_l1": float(np.mean([r["first_rgb_l1"] for r in rs])),
             "clip_rgb_l1": float(np.mean([r["clip_rgb_l1"] for r in rs])),
+            "start_jump": float(np.mean([r["start_jump"] for r in rs])),
         }
     return out
 
 
 def table(summary: dict) -> str:
     lines = ["| method | per-frame alpha IoU ↑ | centroid error px ↓ | endpoint IoU A / B ↑ | endpoint RGB err A / B ↓ "
-             "| crossfade test passed ↑ |", "|---|---|---|---|---|---|"]
+             "| crossfade test passed ↑ | start jump ×, ~1 |", "|---|---|---|---|---|---|---|"]
     for m, s in summary.items():
         lines.append(f"| {m} | {s['iou_frames']:.3f} | {s['centroid_px']:.2f} | {s['endpoint_iou_first']:.3f} / "
                      f"{s['endpoint_iou_last']:.3f} | {s['endpoint_rgb_first']:.3f} / {s['endpoint_rgb_last']:.3f} | "
-                     f"{100 * s['crossfade_pass']:.0f} % |")
+                     f"{100 * s['crossfade_pass']:.0f} % | {s['start_jump']:.2f} |")
     lines += ["", "| method | first-frame alpha IoU ↑ | whole-clip alpha IoU ↑ | first-frame RGB L1 ↓ | whole-clip RGB L1 ↓ |",
               "|---|---|---|---|---|"]
     for m, s in summary.items():
