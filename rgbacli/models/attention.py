@@ -501,9 +501,10 @@ class ExtraCrossAttention(nn.Module, Behaviour):
         layout = call.context.layout
         if layout is None or layout.grid is None or layout.seq_len != query.shape[1]:
             raise ValueError(f"a position-aware cross-attention needs the token grid; the layout is {layout}")
+        b, s, h, d = query.shape
         feat = self.position_features(*layout.grid, device=query.device).to(self.to_q_pos.weight.dtype)
-        pos = self.to_q_pos(feat).repeat(layout.copies * layout.frames, 1)  # (S, H·D), every frame alike
-        return query + pos.view(1, query.shape[1], query.shape[2], query.shape[3]).to(query.dtype)
+        pos = self.to_q_pos(feat).view(1, 1, layout.tokens_per_frame, h, d).to(query.dtype)  # every frame alike
+        return (query.view(b, -1, layout.tokens_per_frame, h, d) + pos).view(b, s, h, d)
 
     def extra(self, call, query):
         cond = call.context.values.get("cond") or {}

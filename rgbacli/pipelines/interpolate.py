@@ -97,20 +97,29 @@ def shift_image(rgba: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.grid_sample(rgba, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def premultiplied(rgba: torch.Tensor) -> torch.Tensor:
+    """(B, 4, H, W) straight → premultiplied."""
+    return torch.cat([rgba[:, :3] * rgba[:, 3:], rgba[:, 3:]], 1)
+
+
+def straight(rgba: torch.Tensor) -> torch.Tensor:
+    """(B, 4, H, W) premultiplied (possibly out of range after mixing) → straight in [0, 1]; colour
+    under alpha 0 becomes 0."""
+    alpha = rgba[:, 3:].clamp(0, 1)
+    rgb = torch.where(alpha > 1e-6, rgba[:, :3].clamp(min=0) / alpha.clamp(min=1e-6), torch.zeros_like(rgba[:, :3]))
+    return torch.cat([rgb.clamp(0, 1), alpha], 1)
+
+
 def moving_crossfade(start: torch.Tensor, end: torch.Tensor, length: int) -> torch.Tensor:
     """The motion guide: (B, 4, H, W) straight keyframes → (B, 4, length, H, W) straight RGBA in which
     A slides from its alpha centroid to B's while it crossfades into B sliding in from A's
     (premultiplied, so edges do not darken). Frame 0 is A and the last frame B, exactly."""
     ca, cb = centroid(start[:, 3]), centroid(end[:, 3])
-    pa = torch.cat([start[:, :3] * start[:, 3:], start[:, 3:]], 1)
-    pb = torch.cat([end[:, :3] * end[:, 3:], end[:, 3:]], 1)
+    pa, pb = premultiplied(start), premultiplied(end)
     frames = []
     for i in range(length):
         w = i / (length - 1)
-        mixed = (1 - w) * shift_image(pa, (cb - ca) * w) + w * shift_image(pb, (ca - cb) * (1 - w))
-        alpha = mixed[:, 3:].clamp(0, 1)
-        rgb = torch.where(alpha > 1e-6, mixed[:, :3] / alpha.clamp(min=1e-6), torch.zeros_like(mixed[:, :3]))
-        frames.append(torch.cat([rgb.clamp(0, 1), alpha], 1))
+        frames.append(straight((1 - w) * shift_image(pa, (cb - ca) * w) + w * shift_image(pb, (ca - cb) * (1 - w))))
     return torch.stack(frames, 2)
 
 
@@ -127,22 +136,19 @@ def carry_keyframes(video: torch.Tensor, start: torch.Tensor, end: torch.Tensor,
     if strength <= 0:
         return video
     t = video.shape[0]
-    prem = lambda x: torch.cat([x[..., :3] * x[..., 3:], x[..., 3:]], -1).permute(0, 3, 1, 2)  # noqa: E731
-    v = prem(video)  # (T, 4, H, W) premultiplied
+    v = premultiplied(video.permute(0, 3, 1, 2))  # (T, 4, H, W)
     track = centroid(video[..., 3])  # (T, 2)
     last = t - held  # the first of the frames that hold B
     span = max(reach * (t - 1), 1.0)
-    out, touched = v.clone(), torch.zeros(t, dtype=torch.bool)
-    for key, ref, weights in ((start, 0, [max(0.0, 1 - k / span) for k in range(t)]),
-                              (end, last, [1.0 if k >= last else max(0.0, 1 - (last - k) / span) for k in range(t)])):
-        residual = prem(key.permute(0, 2, 3, 1)) - v[ref:ref + 1]  # (1, 4, H, W)
-        for k, w in enumerate(weights):
-            if w > 0:
-                out[k] += strength * w * shift_image(residual, (track[k] - track[ref])[None])[0]
-                touched[k] = True
-    alpha = out[:, 3:].clamp(0, 1)
-    rgb = torch.where(alpha > 1e-6, out[:, :3].clamp(min=0) / alpha.clamp(min=1e-6), torch.zeros_like(out[:, :3]))
-    carried = torch.cat([rgb.clamp(0, 1), alpha], 1).permute(0, 2, 3, 1)
+    k = torch.arange(t, dtype=v.dtype)
+    w_start = (1 - k / span).clamp(min=0)
+    w_end = torch.where(k >= last, 1.0, (1 - (last - k) / span).clamp(min=0))
+    out = v.clone()
+    for key, ref, w in ((start, 0, w_start), (end, last, w_end)):
+        residual = (premultiplied(key) - v[ref:ref + 1]).expand(t, -1, -1, -1)  # (T, 4, H, W)
+        out += strength * w.view(-1, 1, 1, 1) * shift_image(residual, track - track[ref])
+    touched = (w_start > 0) | (w_end > 0)
+    carried = straight(out).permute(0, 2, 3, 1)
     result = torch.where(touched.view(-1, 1, 1, 1), carried, video).contiguous()  # the rest exactly as decoded
     if strength >= 1:  # exactly the keyframes, not their float round trip through premultiplication
         result[0] = start[0].permute(1, 2, 0)
