@@ -213,6 +213,18 @@ def summarise(rows: dict[str, list[dict]]) -> dict:
     return out
 
 
+def paired(ours: list[dict], other: list[dict], name: str) -> str:
+    """Ours against one method clip by clip (same keyframes, prompt and seed): the mean difference with
+    its standard error and on how many clips ours is better, for the per-frame figures."""
+    out = []
+    for key, label, sign in (("centroid_px", "centroid error px", -1), ("iou_frames", "per-frame alpha IoU", 1)):
+        d = np.array([o[key] - r[key] for o, r in zip(ours, other)])
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+        out.append(f"ours − {name}, {label}: {d.mean():+.3f} ± {se:.3f} (s.e.); ours better on "
+                   f"{int((sign * d > 0).sum())} of {len(d)} clips, worse on {int((sign * d < 0).sum())}")
+    return "\n".join(out)
+
+
 def table(summary: dict) -> str:
     lines = ["| method | per-frame alpha IoU ↑ | centroid error px ↓ | endpoint IoU A / B ↑ | endpoint RGB err A / B ↓ "
              "| crossfade test passed ↑ | start jump ×, ~1 |", "|---|---|---|---|---|---|---|"]
@@ -327,6 +339,8 @@ def main() -> None:
         others = [m for m in summary if m not in ("ours", REFERENCE)]
         print("\nours vs the others (centroid error ratio, < 1 = ours better): " + ", ".join(
             f"{m} {summary['ours']['centroid_px'] / max(summary[m]['centroid_px'], 1e-9):.2f}×" for m in others))
+    if "ours" in rows and "no-smp" in rows:
+        print("\n" + paired(rows["ours"], rows["no-smp"], "no-smp"))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "summary": summary,

@@ -455,6 +455,126 @@ def test_a_few_smp_training_steps_lower_its_loss(tmp_path):
     assert all(not hasattr(p, "behaviours") or not p.behaviours for p in processors(backend.transformer, "attn2"))
 
 
+def test_guided_input_is_the_flow_input_at_zero_share_and_leads_to_the_clip():
+    """A guided sample holds `mu` of the guide on the inner frames (the pinned ends stay the clip's),
+    its target leads back to the clip (x_t − t·v = z), and at mu 0 it is the plain flow input exactly."""
+    from rgbacli.train.flow import noisy_input
+    from rgbacli.train.smp import guided_input
+
+    g = torch.Generator().manual_seed(0)
+    z, guide, noise = (torch.randn(3, 4, 2 * 5, 2, 2, generator=g) for _ in range(3))  # two copies of 5 frames
+    t = torch.tensor([0.7, 0.3, 0.05])
+    x0, v0 = noisy_input(z, noise, t)
+    x, v = guided_input(z, guide, noise, t, torch.zeros(3), copies=2)
+    assert torch.equal(x, x0) and torch.equal(v, v0)
+    mu = torch.tensor([1.0, 0.4, 0.0])
+    x, v = guided_input(z, guide, noise, t, mu, copies=2)
+    tt = t.view(-1, 1, 1, 1, 1)
+    assert torch.allclose(x - tt * v, z, atol=1e-5)  # the velocity leads to the clip itself
+    clean = (x - tt * noise) / (1 - tt)  # what the noisy sample holds
+    for f in (0, 4, 5, 9):  # each copy's pinned first and last frames: the clip's
+        assert torch.allclose(clean[:, :, f], z[:, :, f], atol=1e-5)
+    assert torch.allclose(clean[0, :, 1:4], guide[0, :, 1:4], atol=1e-5)  # mu 1: the guide
+    assert torch.allclose(clean[1, :, 6:9], z[1, :, 6:9] + 0.4 * (guide - z)[1, :, 6:9], atol=1e-5)
+
+
+def test_guide_share_is_the_path_of_an_exact_sampler_from_the_noised_guide():
+    """Euler steps whose velocity leads exactly to the clip, started from the guide noised to the first
+    level, hold guide_share(σ) of the guide at every later level σ (what the guided samples train on)."""
+    from rgbacli.train.smp import guide_share, guided_levels
+
+    levels = guided_levels(16, 3.0)
+    assert len(levels) == 8 and levels[0] == pytest.approx(0.7254, abs=1e-4)  # step 8 of 16, shift 3
+    g = torch.Generator().manual_seed(1)
+    z, guide, noise = (torch.randn(1, 4, 3, 2, 2, generator=g) for _ in range(3))
+    x = levels[0] * noise + (1 - levels[0]) * guide
+    for s, s_next in zip(levels, levels[1:]):
+        x = x + (s_next - s) * (x - z) / s  # v = (x − z) / σ: the exact prediction of the clip
+        mu = float(guide_share(torch.tensor(s_next), levels[0]))
+        expected = s_next * noise + (1 - s_next) * (z + mu * (guide - z))
+        assert torch.allclose(x, expected, atol=1e-4), s_next
+    assert float(guide_share(torch.tensor(levels[0]), levels[0])) == pytest.approx(1.0)
+
+
+def test_guided_levels_are_the_noise_levels_interpolate_runs_the_dit_at(tmp_path):
+    from rgbacli.engine import Engine
+    from rgbacli.pipelines.params import params_from_sampling
+    from rgbacli.train.smp import guided_levels
+
+    engine = Engine(str(smp_preset(tmp_path)), device="cpu")
+    p = params_from_sampling(engine.preset.sampling, "", seed=1, steps=6)
+    seen = []
+    hook = engine.backend.transformer.register_forward_pre_hook(
+        lambda m, args, kw: seen.append(float(kw.get("timestep", args[1] if len(args) > 1 else None)[0])),
+        with_kwargs=True)
+    try:
+        InterpolatePipeline(engine)(p, keyframe(4), keyframe(12), guide=0.5)
+    finally:
+        hook.remove()
+    levels = guided_levels(6, p.shift, p.solver, guide=0.5)
+    assert len(levels) == 3 and seen == pytest.approx([1000 * s for s in levels], rel=1e-4)
+
+
+def test_keyframe_set_holds_the_guides_and_an_old_cache_gets_them(tmp_path):
+    from rgbacli.data import ProceduralDataset
+    from rgbacli.engine import Engine
+    from rgbacli.pipelines.interpolate import guide_latents
+    from rgbacli.train.smp import KeyframeSet, encode_keyframe_set, keyframe_cache
+
+    engine = Engine(str(write_test_preset(tmp_path)), device="cpu")
+    backend = engine.backend
+    data = encode_keyframe_set(backend, ProceduralDataset(size=16, frames=5), 3)
+    k = data.keyframes[1:2].float() / 255
+    assert data.guides.shape == data.latents.shape
+    assert torch.allclose(data.guides[1:2], guide_latents(backend, k[:, 0], k[:, 1], 5, 3), atol=1e-5)  # as interpolate does
+    assert not torch.equal(data.guides, data.latents)
+    path = tmp_path / "smp_latents.safetensors"
+    KeyframeSet(data.latents, data.masks, data.keyframes, data.captions).save(path)  # a cache from before guides
+    assert KeyframeSet.load(path).guides is None
+    again = keyframe_cache(path, backend, 3, 16, 5)
+    assert torch.allclose(again.guides, data.guides, atol=1e-6) and torch.equal(again.latents, data.latents)
+    assert KeyframeSet.load(path).guides is not None  # written back: encoded once
+
+
+def test_guided_smp_training_lowers_the_loss_where_interpolate_samples(tmp_path):
+    from rgbacli.data import ProceduralDataset
+    from rgbacli.engine import Engine
+    from rgbacli.train.smp import SMPTrainConfig, encode_keyframe_set, eval_smp_loss, guided_levels, train_smp
+
+    engine = Engine(str(write_test_preset(tmp_path)), device="cpu")
+    backend, text = engine.backend, engine.component("text_encoder")
+    data = encode_keyframe_set(backend, ProceduralDataset(size=16, frames=5), 8)
+    levels = guided_levels(8, 3.0)
+    smp = small_smp(backend.transformer)
+    before = eval_smp_loss(backend, text, smp, data, n=8, levels=levels)
+    assert before != pytest.approx(eval_smp_loss(backend, text, smp, data, n=8))  # another regime than the plain loss
+    cfg = SMPTrainConfig(steps=40, minutes=5, lr=3e-3, warmup=1, batch=4, ckpt_every=1000, guided=1.0,
+                         guided_levels=levels)
+    train_smp(backend, text, smp, data, cfg, tmp_path / "ckpt.safetensors")
+    assert eval_smp_loss(backend, text, smp, data, n=8, levels=levels) < before * 0.97
+
+
+def test_cli_train_smp_reports_plain_and_guided_losses_on_training_and_heldout_clips(tmp_path, cli):
+    r = cli("train", "smp", "--out", tmp_path, "--clips", "4", "--steps", "2", "--guided", "0.5", "--json",
+            "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["steps"] == 2 and doc["clips"] == 4 and doc["guided"] == 0.5
+    for part in ("", "heldout_"):
+        for kind in ("loss", "guided_loss"):
+            assert doc[f"eval_{part}{kind}_before"] > 0 and doc[f"eval_{part}{kind}"] > 0
+        # the guide's errors are in the guided samples' targets: the base DiT alone does worse there
+        assert doc[f"eval_{part}guided_loss_before"] > doc[f"eval_{part}loss_before"]
+    smp = load_smp(tmp_path / "smp.safetensors")
+    assert smp.config.query_pos == 4 and len(smp.cross) == 6
+
+
+def test_cli_train_smp_rejects_a_guided_share_outside_0_1(tmp_path, cli):
+    r = cli("train", "smp", "--out", tmp_path / "run", "--guided", "1.5")
+    assert r.returncode == 2 and r.stderr.strip() == "rgba: error: --guided must be between 0 and 1, not 1.5"
+    assert not (tmp_path / "run").exists()
+
+
 def test_shipped_tiny_smp_fits_the_tiny_dit():
     from rgbacli.engine import Engine
 

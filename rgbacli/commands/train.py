@@ -181,20 +181,27 @@ def smp(out: OutOpt = RUN, minutes: MinutesOpt = None, resume: ResumeOpt = False
         base: Annotated[Optional[str], typer.Option("--base", help="Folder with the frozen tiny model's files "
                         "(default: the package's tiny weights).")] = None,
         steps: Annotated[Optional[int], typer.Option("--steps", help="Stop after this many updates.")] = None,
+        guided: Annotated[float, typer.Option("--guided", help="Share of each batch drawn where `rgba interpolate` "
+                          "samples: from the noised motion guide, at the levels after its steps (0: the plain "
+                          "flow loss only).")] = 0.5,
         as_json: JsonOpt = False, threads: ThreadsOpt = None) -> None:
-    """Stage 5 (StoryDiffusion SMP): the semantic motion predictor for `rgba interpolate`, base frozen."""
+    """Stage 6 (StoryDiffusion SMP): the semantic motion predictor for `rgba interpolate`, base frozen."""
     from rgbacli.train.smp import stage_smp
 
     if steps is not None and steps < 1:
         from rgbacli.errors import UsageError
 
         raise UsageError(f"--steps must be at least 1, not {steps}")
+    if not 0 <= guided <= 1:
+        from rgbacli.errors import UsageError
+
+        raise UsageError(f"--guided must be between 0 and 1, not {guided}")
     if base is not None and not Path(base).is_dir():
         from rgbacli.errors import RgbaError
 
         raise RgbaError(f"--base {base}: no such folder")
     _stage("smp", stage_smp, out=out, minutes=minutes, default_minutes=35, resume=resume, force=force,
-           as_json=as_json, threads=threads, clips=clips, data=data, base=base, steps=steps)
+           as_json=as_json, threads=threads, clips=clips, data=data, base=base, steps=steps, guided=guided)
 
 
 @train_app.command("latents")

@@ -123,6 +123,20 @@ def moving_crossfade(start: torch.Tensor, end: torch.Tensor, length: int) -> tor
     return torch.stack(frames, 2)
 
 
+@torch.no_grad()
+def guide_latents(backend, start: torch.Tensor, end: torch.Tensor, frames: int, latent_frames: int) -> torch.Tensor:
+    """The motion guide (:func:`moving_crossfade`, `frames` pixel frames) → the DiT's latents
+    (B, C, copies·latent_frames, h, w). The VAE encodes 1 + 4k frames: the guide is padded with its
+    last frame to that length and its first `latent_frames` latent frames kept. The guide is drawn
+    where the keyframes are (CPU) and encoded where the VAE is. `rgba train smp` encodes its clips'
+    guides with this too, so it trains on what the sampler starts from."""
+    guide = moving_crossfade(start, end, frames)
+    length = 1 + KEYFRAME_CHUNK * -(-(frames - 1) // KEYFRAME_CHUNK)
+    guide = torch.cat([guide, guide[:, :, -1:].expand(-1, -1, length - frames, -1, -1)], dim=2)
+    z = backend.encode(guide.to(next(backend.vae.parameters()).device)).float()
+    return z.unflatten(2, (backend.copies, -1))[:, :, :, :latent_frames].flatten(2, 3)
+
+
 def carry_keyframes(video: torch.Tensor, start: torch.Tensor, end: torch.Tensor, strength: float = 1.0,
                     held: int = 1, reach: float = CARRY_REACH) -> torch.Tensor:
     """Exact keyframe ends: (T, H, W, 4) straight decoded clip → the clip whose first frame is A and
@@ -229,16 +243,10 @@ class InterpolatePipeline:
     # ------------------------------------------------------------------ a whole run
     @torch.no_grad()
     def encode_guide(self, start: torch.Tensor, end: torch.Tensor, frames: int, latent_frames: int) -> torch.Tensor:
-        """The motion guide (:func:`moving_crossfade`, `frames` pixel frames) → the DiT's latents
-        (B, C, copies·latent_frames, h, w). The VAE encodes 1 + 4k frames: the guide is padded with
-        its last frame to that length and its first `latent_frames` latent frames kept."""
-        eng, backend = self.engine, self.engine.backend
-        guide = moving_crossfade(start, end, frames)
-        length = 1 + KEYFRAME_CHUNK * -(-(frames - 1) // KEYFRAME_CHUNK)
-        guide = torch.cat([guide, guide[:, :, -1:].expand(-1, -1, length - frames, -1, -1)], dim=2)
-        with eng.on_device(backend.vae):
-            z = backend.encode(guide.to(eng.device)).float()
-        return z.unflatten(2, (backend.copies, -1))[:, :, :, :latent_frames].flatten(2, 3)
+        """The motion guide's latents (:func:`guide_latents`) on the engine's device."""
+        eng = self.engine
+        with eng.on_device(eng.backend.vae):
+            return guide_latents(eng.backend, start, end, frames, latent_frames)
 
     def restore_keyframes(self, video: torch.Tensor, start: torch.Tensor, end: torch.Tensor,
                           strength: float) -> torch.Tensor:

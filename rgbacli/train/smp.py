@@ -7,6 +7,14 @@ latent frames: at sampling the first and last are pinned to the keyframes' laten
 (`Backend.encode_keyframes`), which match the clip's own first and last latent frames.
 Captions are often left out or lose their motion words: the predictor, not the text, must carry
 where things go.
+
+Guided samples (`guided`, half of each batch by default) are drawn where `rgba interpolate` really
+samples: it starts from the keyframes' motion guide noised to the level after the guide's steps, so
+the DiT never sees the clip's own latents there, only the guide's, and only at the lower noise levels.
+Those samples take the noise levels of the sampler's steps after the guide, and the clean latents of
+the path an exact sampler would take from the noised guide to the clip (the guide's share falls with
+the noise-to-signal ratio); the target is the velocity that leads to the clip. The others are the
+plain flow loss on the clip's own latents (what `--guide 0` samples from).
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from rgbacli.errors import RgbaError
 from rgbacli.seeding import seeded
 from rgbacli.models.attention import context_of
 from rgbacli.models.semantic_motion import COND_KEY, SemanticMotionPredictor, SMPConfig, attach_smp, dit_sizes
+from rgbacli.pipelines.interpolate import DEFAULT_GUIDE, FIRST_ORDER, guide_latents
+from rgbacli.pipelines.schedulers import make_scheduler
 from rgbacli.train.base_vae import object_weights
 from rgbacli.train.flow import noisy_input, sample_timesteps
 from rgbacli.train.latents import latent_object_mask
@@ -47,21 +57,27 @@ class SMPTrainConfig(LoopConfig):
     p_no_motion: float = 0.4  # the caption without its motion words
     t_shift: float = 3.0
     object_weight: float = 10.0
+    guided: float = 0.5  # share of each batch drawn from the noised motion guide (the sampler's start)
+    guided_levels: tuple[float, ...] = ()  # noise levels of the sampler's steps after the guide (first = its start)
 
 
 @dataclass
 class KeyframeSet:
-    """Latents (N, C, t, h, w), object masks on the latent grid, keyframes (N, 2, 4, H, W) uint8, captions."""
+    """Latents (N, C, t, h, w), object masks on the latent grid, keyframes (N, 2, 4, H, W) uint8, captions,
+    and the latents of each clip's motion guide (N, C, t, h, w; None in a cache from before them)."""
 
     latents: torch.Tensor
     masks: torch.Tensor
     keyframes: torch.Tensor
     captions: list[str]
     source: str = "procedural"
+    guides: torch.Tensor | None = None
 
     def save(self, path: Path) -> None:
-        save_safetensors({"latents": self.latents, "masks": self.masks.half(), "keyframes": self.keyframes}, path,
-                         metadata={"captions": json.dumps(self.captions), "source": self.source})
+        tensors = {"latents": self.latents, "masks": self.masks.half(), "keyframes": self.keyframes}
+        if self.guides is not None:
+            tensors["guides"] = self.guides
+        save_safetensors(tensors, path, metadata={"captions": json.dumps(self.captions), "source": self.source})
 
     @classmethod
     def load(cls, path: Path) -> "KeyframeSet":
@@ -73,7 +89,7 @@ class KeyframeSet:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
             return cls(t["latents"], t["masks"].float(), t["keyframes"], json.loads(meta["captions"]),
-                       meta.get("source", "procedural"))
+                       meta.get("source", "procedural"), t.get("guides"))
         except Exception as e:
             raise RgbaError(f"cannot read keyframe cache {path} ({type(e).__name__}): delete it to encode it again")
 
@@ -100,6 +116,18 @@ def inner_frames(t: int, copies: int = 1, device=None) -> torch.Tensor:
 
 
 @torch.no_grad()
+def encode_guides(backend: Backend, keyframes: torch.Tensor, latent_frames: int, batch: int = 8) -> torch.Tensor:
+    """Keyframes (N, 2, 4, H, W) uint8 → their motion guides' latents (N, C, copies·latent_frames, h, w),
+    as `rgba interpolate` encodes them (from the 8-bit keyframes a user's files hold)."""
+    frames = 1 + backend.temporal_factor * (latent_frames - 1)
+    out = []
+    for i in range(0, len(keyframes), batch):
+        k = keyframes[i:i + batch].float() / 255.0
+        out.append(guide_latents(backend, k[:, 0], k[:, 1], frames, latent_frames))
+    return torch.cat(out)
+
+
+@torch.no_grad()
 def encode_keyframe_set(backend: Backend, ds, n: int, batch: int = 8, progress=None, source: str = "procedural"):
     zs, masks, keys, caps = [], [], [], []
     for start in range(0, n, batch):
@@ -112,7 +140,9 @@ def encode_keyframe_set(backend: Backend, ds, n: int, batch: int = 8, progress=N
         caps += [s.caption for s in samples]
         if progress:
             progress(min(n, start + batch), n)
-    return KeyframeSet(torch.cat(zs), torch.cat(masks), torch.cat(keys), caps, source)
+    latents, keys = torch.cat(zs), torch.cat(keys)
+    guides = encode_guides(backend, keys, latents.shape[2] // backend.copies, batch)
+    return KeyframeSet(latents, torch.cat(masks), keys, caps, source, guides)
 
 
 def keyframe_cache(path: Path, backend: Backend, clips: int, size: int, frames: int, folder: str | None = None,
@@ -122,6 +152,9 @@ def keyframe_cache(path: Path, backend: Backend, clips: int, size: int, frames: 
     if path.exists():
         data = KeyframeSet.load(path)
         if data.source == source:
+            if data.guides is None:  # a cache from before the guided samples: add its guides' latents
+                data.guides = encode_guides(backend, data.keyframes, data.latents.shape[2] // backend.copies)
+                data.save(path)
             return data
     ds = (FolderDataset(folder, size=size, frames=frames) if folder
           else ProceduralDataset(split="train", size=size, frames=frames, base=SMP_SEED_BASE))
@@ -140,11 +173,42 @@ def _caption(caption: str, cfg: SMPTrainConfig, gen: torch.Generator) -> str:
     return caption
 
 
+def guided_levels(steps: int, shift: float, solver: str = "unipc", guide: float = DEFAULT_GUIDE) -> tuple[float, ...]:
+    """The noise levels at which `rgba interpolate` runs the DiT with `guide` (its first-order solver):
+    the first is the level the noised guide starts from."""
+    scheduler = make_scheduler(FIRST_ORDER.get(solver, solver), shift)
+    scheduler.set_timesteps(steps)
+    return tuple(float(s) for s in scheduler.sigmas[round(guide * steps):steps])
+
+
+def guide_share(t: torch.Tensor, start: float) -> torch.Tensor:
+    """How much of the guide an exact sampler started at level `start` from the noised guide still holds
+    at level t: its clean-latent estimate moves to the clip in proportion to the noise-to-signal ratio
+    t / (1 − t), so the share is that ratio over the start's (1 at the start, → 0 at the end)."""
+    return ((t / (1 - t)) / (start / (1 - start))).clamp(0, 1)
+
+
+def guided_input(z: torch.Tensor, z_guide: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, mu: torch.Tensor,
+                 copies: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clip's latents moved `mu` (B,) of the way to its motion guide's on the inner frames (the
+    pinned first and last stay the clip's, as the pins hold them), noised to t; the target is the
+    velocity from there to the clip, (x_t − z) / t. At mu 0 it is :func:`noisy_input` exactly."""
+    inner = inner_frames(z.shape[2] // copies, copies).view(1, 1, -1, 1, 1)
+    d = mu.view(-1, 1, 1, 1, 1) * inner * (z_guide - z)  # (B, C, t, h, w); 0 on the pinned frames
+    tt = t.view(-1, 1, 1, 1, 1)
+    return tt * noise + (1 - tt) * (z + d), noise - z + (1 - tt) / tt * d
+
+
 def smp_loss(backend: Backend, text_encoder, smp: SemanticMotionPredictor, data: KeyframeSet, idx: torch.Tensor,
-             t: torch.Tensor, noise: torch.Tensor, captions: list[str], object_weight: float) -> torch.Tensor:
-    """The DiT's flow loss with the predictor's embeddings as `cond`, on the inner latent frames."""
+             t: torch.Tensor, noise: torch.Tensor, captions: list[str], object_weight: float,
+             mu: torch.Tensor | None = None) -> torch.Tensor:
+    """The DiT's flow loss with the predictor's embeddings as `cond`, on the inner latent frames; with
+    `mu` (B,), the samples start that share of the way to the motion guide (:func:`guided_input`)."""
     z, mask = data.latents[idx], data.masks[idx]
-    x_t, target = noisy_input(z, noise, t)
+    if mu is None:
+        x_t, target = noisy_input(z, noise, t)
+    else:
+        x_t, target = guided_input(z, data.guides[idx], noise, t, mu, backend.copies)
     start, end = data.keyframe_tensors(idx)
     frames = z.shape[2] // backend.copies
     emb = smp.embed(start, end, frames)
@@ -167,12 +231,22 @@ def train_smp(backend: Backend, text_encoder, smp: SemanticMotionPredictor, data
     attachment = attach_smp(backend.transformer, smp)
     n = len(data.captions)
 
+    guided = cfg.guided > 0 and bool(cfg.guided_levels)
+    if guided and data.guides is None:
+        raise RgbaError("guided SMP samples need the keyframe set's motion guides (encode_keyframe_set makes them)")
+    levels = torch.tensor(cfg.guided_levels, dtype=torch.float32)
+
     def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, n, (cfg.batch,), generator=gen)
         captions = [_caption(data.captions[i], cfg, gen) for i in idx.tolist()]
         t = sample_timesteps(cfg.batch, gen, cfg.t_shift)
         noise = torch.randn(data.latents[idx].shape, generator=gen)
-        return smp_loss(backend, text_encoder, smp, data, idx, t, noise, captions, cfg.object_weight)
+        mu = None
+        if guided:  # these samples sit where the sampler of `rgba interpolate` does
+            on = torch.rand(cfg.batch, generator=gen) < cfg.guided
+            t = torch.where(on, levels[torch.randint(0, len(levels), (cfg.batch,), generator=gen)], t)
+            mu = torch.where(on, guide_share(t, cfg.guided_levels[0]), torch.zeros_like(t))
+        return smp_loss(backend, text_encoder, smp, data, idx, t, noise, captions, cfg.object_weight, mu)
 
     try:
         return run_loop(params, loss_fn, cfg, ckpt, resume, log)
@@ -183,21 +257,35 @@ def train_smp(backend: Backend, text_encoder, smp: SemanticMotionPredictor, data
 
 @torch.no_grad()
 def eval_smp_loss(backend: Backend, text_encoder, smp: SemanticMotionPredictor | None, data: KeyframeSet,
-                  n: int = 32, seed: int = 4321, object_weight: float = 10.0, t_shift: float = 3.0) -> float:
+                  n: int = 32, seed: int = 4321, object_weight: float = 10.0, t_shift: float = 3.0,
+                  levels: tuple[float, ...] = ()) -> float:
     """The loss on the first n clips with fixed noise, timesteps and motion-free captions; `smp=None`
-    measures the base DiT alone (what the zero-initialised predictor starts from)."""
+    measures the base DiT alone (what the zero-initialised predictor starts from). With `levels`
+    (:func:`guided_levels`), every sample is a guided one at those levels in turn."""
     gen = torch.Generator().manual_seed(seed)
     idx = torch.arange(min(n, len(data.captions)))
     t = sample_timesteps(len(idx), gen, t_shift)
     noise = torch.randn(data.latents[idx].shape, generator=gen)
+    mu = None
+    if levels:
+        t = torch.tensor(levels, dtype=torch.float32)[torch.arange(len(idx)) % len(levels)]
+        mu = guide_share(t, levels[0])
     captions = [leave_out(data.captions[i], ["motion"]) for i in idx.tolist()]
     if smp is None:
         smp = SemanticMotionPredictor(SMPConfig(**dit_sizes(backend.transformer)))  # zero output: the base
     attachment = attach_smp(backend.transformer, smp)
     try:
-        return smp_loss(backend, text_encoder, smp.eval(), data, idx, t, noise, captions, object_weight).item()
+        return smp_loss(backend, text_encoder, smp.eval(), data, idx, t, noise, captions, object_weight, mu).item()
     finally:
         attachment.remove()
+
+
+HELDOUT_EVAL_BASE = 5_000  # held-out seeds for the stage's figures, away from those benchmarks/interpolate.py draws first
+
+
+def heldout_keyframe_set(backend: Backend, size: int, frames: int, n: int = 32) -> KeyframeSet:
+    """Procedural clips never drawn in training, encoded as the stage's cache is (its figures' held-out half)."""
+    return encode_keyframe_set(backend, ProceduralDataset("heldout", size=size, frames=frames, base=HELDOUT_EVAL_BASE), n)
 
 
 NEW_QUERY_POS = 4  # fresh predictors are position-aware (ExtraCrossAttention's query_pos)
@@ -211,9 +299,10 @@ def new_smp(transformer, **overrides) -> SemanticMotionPredictor:
 
 
 def stage_smp(run: Path, minutes: float, resume: bool, clips: int, log, folder: str | None = None,
-              base: str | None = None, steps: int | None = None) -> dict:
+              base: str | None = None, steps: int | None = None, guided: float = SMPTrainConfig.guided) -> dict:
     """Train the tiny SMP on the frozen tiny model (the package's weights, or `base`'s folder) →
-    `run/smp.safetensors`."""
+    `run/smp.safetensors`; `guided` of each batch where `rgba interpolate` samples (the preset's steps,
+    shift and solver, the default guide)."""
     from rgbacli.engine import Engine
     from rgbacli.models.semantic_motion import save_smp
     from rgbacli.train import tiny_config as tc
@@ -222,9 +311,22 @@ def stage_smp(run: Path, minutes: float, resume: bool, clips: int, log, folder: 
     backend, text = engine.backend, engine.component("text_encoder")
     data = keyframe_cache(run / "smp_latents.safetensors", backend, clips, tc.TINY_SIZE, tc.TINY_FRAMES, folder, log)
     smp = new_smp(backend.transformer)
-    cfg = SMPTrainConfig(minutes=minutes, **({"steps": steps} if steps else {}))
-    before = eval_smp_loss(backend, text, None, data)
+    sampling = engine.preset.sampling
+    levels = guided_levels(int(sampling["steps"]), float(sampling["shift"]), str(sampling["solver"]))
+    cfg = SMPTrainConfig(minutes=minutes, guided=guided, guided_levels=levels, **({"steps": steps} if steps else {}))
+    heldout = heldout_keyframe_set(backend, tc.TINY_SIZE, tc.TINY_FRAMES) if folder is None else None
+    figures = {}
+
+    def evaluate(name: str, predictor) -> None:  # plain and guided losses, on training and held-out clips
+        for part, clips_set in (("", data), ("heldout_", heldout)):
+            if clips_set is not None:
+                figures[f"eval_{part}loss{name}"] = eval_smp_loss(backend, text, predictor, clips_set)
+                figures[f"eval_{part}guided_loss{name}"] = eval_smp_loss(backend, text, predictor, clips_set,
+                                                                         levels=levels)
+
+    evaluate("_before", None)
     result = train_smp(backend, text, smp, data, cfg, run / "smp.ckpt.safetensors", resume, log)
-    result.update(eval_loss_before=before, eval_loss=eval_smp_loss(backend, text, smp, data), clips=len(data.captions))
+    evaluate("", smp)
+    result.update(figures, guided=guided, clips=len(data.captions))
     save_smp(smp, run / "smp.safetensors")
     return result
