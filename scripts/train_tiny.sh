@@ -7,8 +7,8 @@
 #                      ∥  rgba-decoders (12 min: stage 3 continued on the decoder LoRAs), then
 #                         rgb-decoder (18 min: the fused RGB decoder alone on whole clips)
 # then, alone on the machine and on the frozen base: trajectory (stage 5, 40 min: Tora's extractor
-# + motion fusers), export, and smp (stage 6, ~10 min keyframe cache + 30 min: the semantic motion
-# predictor of `rgba interpolate`), exported beside it.
+# + motion fusers), export, and smp (stage 6, ~7 min keyframe + guide cache + 12,400 updates, ~40 min:
+# the semantic motion predictor of `rgba interpolate`), exported beside it.
 # Neither decoder stage moves the latent space dora trains on.
 # Usage: scripts/train_tiny.sh [RUN_FOLDER] (default runs/tiny). Stages refuse a folder where they
 # already ran (resume one with `rgba train STAGE --resume`), so give a new folder for a new run.
@@ -46,8 +46,10 @@ tail -n 2 "$run/dora.log" "$run/decoders.log"
 tail -n 1 "$run/trajectory.log"
 "$rgba" train export --out "$run" --force
 # Stage 6, on the base just installed (frozen): the semantic motion predictor of `rgba interpolate`
-# (~10 min encoding its keyframe cache + 30 min), then exported beside it.
-"$rgba" train smp --out "$run" --base "$run" --minutes 30 --threads 2 --clips 800 > "$run/smp.log" 2>&1
+# (~7 min encoding its keyframes and their motion guides, then 12,400 updates, 80 % of each batch
+# guided: where interpolate samples; docs/interpolate.md), then exported beside it.
+"$rgba" train smp --out "$run" --base "$run" --steps 12400 --minutes 45 --threads 2 --clips 1600 --guided 0.8 \
+  > "$run/smp.log" 2>&1
 tail -n 1 "$run/smp.log"
 "$rgba" train export --out "$run" --force
 echo "done: the tiny preset now uses the weights from $run"
