@@ -183,7 +183,7 @@ def smp(out: OutOpt = RUN, minutes: MinutesOpt = None, resume: ResumeOpt = False
         steps: Annotated[Optional[int], typer.Option("--steps", help="Stop after this many updates.")] = None,
         guided: Annotated[float, typer.Option("--guided", help="Share of each batch drawn where `rgba interpolate` "
                           "samples: from the noised motion guide, at the levels after its steps (0: the plain "
-                          "flow loss only).")] = 0.5,
+                          "flow loss only).")] = 0.8,
         as_json: JsonOpt = False, threads: ThreadsOpt = None) -> None:
     """Stage 6 (StoryDiffusion SMP): the semantic motion predictor for `rgba interpolate`, base frozen."""
     from rgbacli.train.smp import stage_smp

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from rgbacli.backends import KEYFRAME_CHUNK
+from rgbacli.backends import KEYFRAME_CHUNK, Backend
 from rgbacli.console import warn
 from rgbacli.engine import Engine
 from rgbacli.models.semantic_motion import COND_KEY, attach_smp
@@ -124,7 +124,7 @@ def moving_crossfade(start: torch.Tensor, end: torch.Tensor, length: int) -> tor
 
 
 @torch.no_grad()
-def guide_latents(backend, start: torch.Tensor, end: torch.Tensor, frames: int, latent_frames: int) -> torch.Tensor:
+def guide_latents(backend: Backend, start: torch.Tensor, end: torch.Tensor, frames: int, latent_frames: int) -> torch.Tensor:
     """The motion guide (:func:`moving_crossfade`, `frames` pixel frames) → the DiT's latents
     (B, C, copies·latent_frames, h, w). The VAE encodes 1 + 4k frames: the guide is padded with its
     last frame to that length and its first `latent_frames` latent frames kept. The guide is drawn
