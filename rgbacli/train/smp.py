@@ -116,7 +116,8 @@ def inner_frames(t: int, copies: int = 1, device=None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_guides(backend: Backend, keyframes: torch.Tensor, latent_frames: int, batch: int = 8) -> torch.Tensor:
+def encode_guides(backend: Backend, keyframes: torch.Tensor, latent_frames: int, batch: int = 8,
+                  progress=None) -> torch.Tensor:
     """Keyframes (N, 2, 4, H, W) uint8 → their motion guides' latents (N, C, copies·latent_frames, h, w),
     as `rgba interpolate` encodes them (from the 8-bit keyframes a user's files hold)."""
     frames = 1 + backend.temporal_factor * (latent_frames - 1)
@@ -124,11 +125,14 @@ def encode_guides(backend: Backend, keyframes: torch.Tensor, latent_frames: int,
     for i in range(0, len(keyframes), batch):
         k = keyframes[i:i + batch].float() / 255.0
         out.append(guide_latents(backend, k[:, 0], k[:, 1], frames, latent_frames))
+        if progress:
+            progress(min(len(keyframes), i + batch), len(keyframes))
     return torch.cat(out)
 
 
 @torch.no_grad()
-def encode_keyframe_set(backend: Backend, ds, n: int, batch: int = 8, progress=None, source: str = "procedural"):
+def encode_keyframe_set(backend: Backend, ds, n: int, batch: int = 8, progress=None, source: str = "procedural",
+                        guide_progress=None):
     zs, masks, keys, caps = [], [], [], []
     for start in range(0, n, batch):
         samples = [ds[i] for i in range(start, min(n, start + batch))]
@@ -141,7 +145,7 @@ def encode_keyframe_set(backend: Backend, ds, n: int, batch: int = 8, progress=N
         if progress:
             progress(min(n, start + batch), n)
     latents, keys = torch.cat(zs), torch.cat(keys)
-    guides = encode_guides(backend, keys, latents.shape[2] // backend.copies, batch)
+    guides = encode_guides(backend, keys, latents.shape[2] // backend.copies, batch, guide_progress)
     return KeyframeSet(latents, torch.cat(masks), keys, caps, source, guides)
 
 
@@ -149,17 +153,20 @@ def keyframe_cache(path: Path, backend: Backend, clips: int, size: int, frames: 
                    log=None) -> KeyframeSet:
     """The stage's cache (encoded once; again when its source changed)."""
     source = f"folder:{Path(folder).resolve()}" if folder else "procedural"
+    progress = (lambda i, n: log(i, n, None, "encode keyframe latents")) if log else None  # noqa: E731
+    guide_progress = (lambda i, n: log(i, n, None, "encode motion guides")) if log else None  # noqa: E731
     if path.exists():
         data = KeyframeSet.load(path)
         if data.source == source:
             if data.guides is None:  # a cache from before the guided samples: add its guides' latents
-                data.guides = encode_guides(backend, data.keyframes, data.latents.shape[2] // backend.copies)
+                data.guides = encode_guides(backend, data.keyframes, data.latents.shape[2] // backend.copies,
+                                            progress=guide_progress)
                 data.save(path)
             return data
     ds = (FolderDataset(folder, size=size, frames=frames) if folder
           else ProceduralDataset(split="train", size=size, frames=frames, base=SMP_SEED_BASE))
-    progress = (lambda i, n: log(i, n, None, "encode keyframe latents")) if log else None  # noqa: E731
-    data = encode_keyframe_set(backend, ds, min(clips, len(ds)), progress=progress, source=source)
+    data = encode_keyframe_set(backend, ds, min(clips, len(ds)), progress=progress, source=source,
+                               guide_progress=guide_progress)
     data.save(path)
     return data
 
